@@ -1,0 +1,58 @@
+"""Input checks shared by every upsampler: clear errors instead of silent broadcasting."""
+from __future__ import annotations
+
+from typing import Optional, Tuple
+
+from torch import Tensor
+
+
+def check_feature(owner: str, name: str, t, channels: Optional[int] = None) -> None:
+    """Raise ValueError unless ``t`` is a 4-D float tensor with ``channels`` channels."""
+    if not isinstance(t, Tensor):
+        raise ValueError(f'{owner}: `{name}` must be a torch.Tensor (B, C, H, W), got '
+                         f'{type(t).__name__}')
+    if t.dim() != 4:
+        raise ValueError(f'{owner}: `{name}` must be 4-D (B, C, H, W), got shape '
+                         f'{tuple(t.shape)}')
+    if not t.is_floating_point():
+        raise ValueError(f'{owner}: `{name}` must be a floating-point tensor, got {t.dtype}')
+    if channels is not None and t.shape[1] != channels:
+        raise ValueError(f'{owner}: `{name}` must have {channels} channels (B, {channels}, '
+                         f'H, W), got shape {tuple(t.shape)}')
+
+
+def output_size(owner: str, x: Tensor, guide: Optional[Tensor], scale: int,
+                guide_channels: Optional[int] = None) -> Tuple[int, int]:
+    """Size of the upsampled map: the guide's, or ``scale`` times the input's.
+
+    A guide of size ``(H, W)`` is accepted when ``ceil(H/scale) == h`` and
+    ``ceil(W/scale) == w`` (odd sizes, as in FPNs of images not padded to 32).
+    """
+    h, w = x.shape[-2:]
+    if guide is None:
+        return scale * h, scale * w
+    check_feature(owner, 'guide', guide, guide_channels)
+    big_h, big_w = guide.shape[-2:]
+    if guide.shape[0] != x.shape[0] or (-(-big_h // scale), -(-big_w // scale)) != (h, w):
+        lo_h, lo_w = scale * (h - 1) + 1, scale * (w - 1) + 1
+        raise ValueError(
+            f'{owner}: `guide` must have shape (B={x.shape[0]}, C, H, W) with '
+            f'ceil(H/{scale})={h} and ceil(W/{scale})={w}, i.e. H in [{lo_h}, {scale * h}] and '
+            f'W in [{lo_w}, {scale * w}], for `x` of shape {tuple(x.shape)}; got '
+            f'{tuple(guide.shape)}')
+    if guide.dtype != x.dtype or guide.device != x.device:
+        raise ValueError(f'{owner}: `guide` must match `x` in dtype and device ({x.dtype}, '
+                         f'{x.device}), got ({guide.dtype}, {guide.device})')
+    return big_h, big_w
+
+
+def check_choice(owner: str, name: str, value, choices) -> None:
+    if value not in choices:
+        raise ValueError(f'{owner}: `{name}` must be one of {tuple(choices)}, got {value!r}')
+
+
+def check_int(owner: str, name: str, value, minimum: int, odd: bool = False) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum or (
+            odd and value % 2 == 0):
+        raise ValueError(f'{owner}: `{name}` must be an {"odd " if odd else ""}int >= '
+                         f'{minimum}, got {value!r}')

@@ -1,0 +1,187 @@
+"""FADE: Fusing the Assets of Decoder and Encoder for task-agnostic upsampling.
+
+Lu, Liu, Fu, Cao. ECCV 2022; extended in IJCV 2024 ("On Point Affiliation in Feature
+Upsampling" / FADE journal version). Kernels come from both the high-resolution encoder
+feature (the guide) and the low-resolution decoder feature through a semi-shift convolution,
+are softmax-normalised and applied by CARAFE reassembly to the decoder feature; a gate
+predicted from the decoder mixes the result with the encoder feature.
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from mmengine.registry import MODELS
+from torch import Tensor
+
+from ..ops import SEMI_SHIFT_IMPLS, carafe, semi_shift_conv
+from ._checks import check_choice, check_feature, check_int, output_size
+
+KERNEL_SOURCES = ('both', 'encoder', 'decoder')
+KERNEL_GENERATORS = ('semi_shift', 'naive')
+FUSIONS = ('gate', 'skip', 'none')
+
+
+def _xavier_uniform_(module: nn.Module) -> None:
+    for m in module.modules():
+        if isinstance(m, nn.Conv2d):
+            nn.init.xavier_uniform_(m.weight)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+
+
+def _up_crop(t: Tensor, s: int, out_h: int, out_w: int) -> Tensor:
+    return F.interpolate(t, scale_factor=s, mode='nearest')[:, :, :out_h, :out_w]
+
+
+@MODELS.register_module()
+class FADE(nn.Module):
+    """FADE upsampler: ``forward(x, guide) -> (B, C, H, W)``.
+
+    Switches reproduce the paper's ablation (Table "B1-B6") from config alone:
+
+    ====  ==============  ===================  ==========
+    row   kernel_source   kernel_generator     fusion
+    ====  ==============  ===================  ==========
+    B1    ``'encoder'``   (plain 3x3 conv)     ``'none'``
+    B2    ``'decoder'``   (CARAFE-like)        ``'none'``
+    B3    ``'both'``      ``'naive'``          ``'none'``
+    B4    ``'both'``      ``'semi_shift'``     ``'none'``
+    B5    ``'both'``      ``'semi_shift'``     ``'skip'``
+    B6    ``'both'``      ``'semi_shift'``     ``'gate'``  (= FADE, the default)
+    ====  ==============  ===================  ==========
+
+    - ``'encoder'``: logits = conv(e) at high resolution (decoder compressor unused).
+    - ``'decoder'``: logits = pixel_shuffle(conv(q) to s*s*k*k channels), as CARAFE does,
+      so each sub-pixel still gets its own kernel.
+    - ``'naive'``: logits = conv(concat(e, nearest_up(q))) at high resolution.
+    - ``'semi_shift'``: one conv shared by ``e`` and ``q`` (see :func:`semi_shift_conv`).
+    - fusion ``'gate'``: ``G*guide + (1-G)*u`` with ``G = sigmoid(nearest_up(conv1x1(x)))``;
+      ``'skip'``: ``u + guide``; ``'none'``: ``u`` ("FADE without gate").
+
+    Args:
+        in_channels: channels ``C`` of both ``x`` and ``guide``.
+        scale_factor: integer upsampling ratio ``s``.
+        up_kernel: odd reassembly kernel size ``k`` (5).
+        embedding_dim: channels ``d`` of the compressed embeddings (64).
+        encoder_kernel: odd kernel size of the kernel-generating conv (3).
+        kernel_source: ``'both'`` | ``'encoder'`` | ``'decoder'``.
+        kernel_generator: ``'semi_shift'`` | ``'naive'``; only meaningful for
+            ``kernel_source='both'`` (defaults to ``'semi_shift'`` there).
+        fusion: ``'gate'`` | ``'skip'`` | ``'none'``.
+        semi_shift_impl: ``'l2h'`` (memory-efficient, default) or ``'h2l'``; same numbers.
+
+    Shapes:
+        x: ``(B, C, h, w)`` decoder feature; guide: ``(B, C, H, W)`` encoder feature with
+        ``ceil(H/s) = h``, ``ceil(W/s) = w``; output: ``(B, C, H, W)``.
+    """
+
+    uses_guide = True
+    _lite = False
+
+    def __init__(self, in_channels: int, scale_factor: int = 2, up_kernel: int = 5,
+                 embedding_dim: int = 64, encoder_kernel: int = 3, kernel_source: str = 'both',
+                 kernel_generator: Optional[str] = None, fusion: str = 'gate',
+                 semi_shift_impl: str = 'l2h') -> None:
+        super().__init__()
+        name = type(self).__name__
+        check_int(name, 'in_channels', in_channels, 1)
+        check_int(name, 'scale_factor', scale_factor, 1)
+        check_int(name, 'up_kernel', up_kernel, 1, odd=True)
+        check_int(name, 'embedding_dim', embedding_dim, 1)
+        check_int(name, 'encoder_kernel', encoder_kernel, 1, odd=True)
+        check_choice(name, 'kernel_source', kernel_source, KERNEL_SOURCES)
+        check_choice(name, 'fusion', fusion, FUSIONS)
+        check_choice(name, 'semi_shift_impl', semi_shift_impl, SEMI_SHIFT_IMPLS)
+        if kernel_generator is None:
+            kernel_generator = 'semi_shift' if kernel_source == 'both' else 'naive'
+        check_choice(name, 'kernel_generator', kernel_generator, KERNEL_GENERATORS)
+        if kernel_source != 'both' and kernel_generator == 'semi_shift':
+            raise ValueError(f"{name}: `kernel_generator`='semi_shift' needs kernels from both "
+                             f"sources (kernel_source='both'), got "
+                             f"kernel_source={kernel_source!r}")
+        self.in_channels = in_channels
+        self.scale_factor = scale_factor
+        self.up_kernel = up_kernel
+        self.encoder_kernel = encoder_kernel
+        self.kernel_source = kernel_source
+        self.kernel_generator = kernel_generator
+        self.fusion = fusion
+        self.semi_shift_impl = semi_shift_impl
+
+        k2 = up_kernel * up_kernel
+        # FADE-Lite compresses straight to k*k channels and uses a depthwise conv on them.
+        self.embedding_dim = dim = k2 if self._lite else embedding_dim
+        groups = k2 if self._lite else 1
+        pad = encoder_kernel // 2
+        if kernel_source in ('both', 'encoder'):
+            self.compressor_enc = nn.Conv2d(in_channels, dim, 1)
+        if kernel_source in ('both', 'decoder'):
+            # One bias suffices when both compressors feed the same linear conv.
+            self.compressor_dec = nn.Conv2d(in_channels, dim, 1,
+                                            bias=kernel_source == 'decoder')
+        if kernel_source == 'decoder':
+            out = scale_factor * scale_factor * k2
+        else:
+            out = k2
+        in_enc = 2 * dim if kernel_generator == 'naive' and kernel_source == 'both' else dim
+        self.content_encoder = nn.Conv2d(in_enc, out, encoder_kernel, padding=pad,
+                                         groups=groups)
+        if fusion == 'gate':
+            self.gate = nn.Conv2d(in_channels, 1, 1)
+        _xavier_uniform_(self)
+
+    def extra_repr(self) -> str:
+        return (f'in_channels={self.in_channels}, scale_factor={self.scale_factor}, '
+                f'up_kernel={self.up_kernel}, embedding_dim={self.embedding_dim}, '
+                f'encoder_kernel={self.encoder_kernel}, kernel_source={self.kernel_source!r}, '
+                f'kernel_generator={self.kernel_generator!r}, fusion={self.fusion!r}, '
+                f'semi_shift_impl={self.semi_shift_impl!r}')
+
+    def kernel_logits(self, x: Tensor, guide: Tensor) -> Tensor:
+        """Unnormalised reassembly kernels ``(B, k*k, H, W)`` at the guide's resolution."""
+        s = self.scale_factor
+        big_h, big_w = guide.shape[-2:]
+        if self.kernel_source == 'encoder':
+            return self.content_encoder(self.compressor_enc(guide))
+        if self.kernel_source == 'decoder':
+            logits = F.pixel_shuffle(self.content_encoder(self.compressor_dec(x)), s)
+            return logits[:, :, :big_h, :big_w]
+        enc, dec = self.compressor_enc(guide), self.compressor_dec(x)
+        if self.kernel_generator == 'naive':
+            dec_up = _up_crop(dec, s, big_h, big_w)
+            if self._lite:  # interleave so each depthwise group sees (e_i, q_i)
+                both = torch.stack((enc, dec_up), 2).flatten(1, 2)
+            else:
+                both = torch.cat((enc, dec_up), 1)
+            return self.content_encoder(both)
+        conv = self.content_encoder
+        return semi_shift_conv(enc, dec, conv.weight, conv.bias, s, self.semi_shift_impl,
+                               conv.groups)
+
+    def gate_map(self, x: Tensor, out_h: int, out_w: int) -> Tensor:
+        """Gate ``G`` in (0, 1), ``(B, 1, H, W)``: the weight given to the encoder feature."""
+        return torch.sigmoid(_up_crop(self.gate(x), self.scale_factor, out_h, out_w))
+
+    def forward(self, x: Tensor, guide: Optional[Tensor] = None) -> Tensor:
+        name = type(self).__name__
+        check_feature(name, 'x', x, self.in_channels)
+        if guide is None:
+            raise ValueError(f'{name}: `guide` (the encoder feature, (B, {self.in_channels}, '
+                             f'H, W)) is required, got None')
+        big_h, big_w = output_size(name, x, guide, self.scale_factor, self.in_channels)
+        s, k = self.scale_factor, self.up_kernel
+        kernels = F.softmax(self.kernel_logits(x, guide), dim=1)
+        pad_h, pad_w = s * x.shape[-2] - big_h, s * x.shape[-1] - big_w
+        if pad_h or pad_w:
+            # carafe works on whole s x s cells; the extra row/column is cut off below.
+            kernels = F.pad(kernels, (0, pad_w, 0, pad_h))
+        up = carafe(x, kernels, k, 1, s)[:, :, :big_h, :big_w]
+        if self.fusion == 'gate':
+            g = self.gate_map(x, big_h, big_w)
+            return g * guide + (1 - g) * up
+        if self.fusion == 'skip':
+            return up + guide
+        return up
