@@ -18,30 +18,19 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
+from .._checks import check_feature, check_int
+
 __all__ = ['carafe', 'carafe_output_flops']
-
-
-def _check_int(name: str, value, minimum: int, odd: bool = False) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum or (
-            odd and value % 2 == 0):
-        want = f'an {"odd " if odd else ""}int >= {minimum}'
-        raise ValueError(f'carafe: `{name}` must be {want}, got {value!r}')
-    return value
 
 
 def _validate(features: Tensor, masks: Tensor, kernel_size: int, group_size: int,
               scale_factor: int) -> None:
-    k = _check_int('kernel_size', kernel_size, 1, odd=True)
-    g = _check_int('group_size', group_size, 1)
-    s = _check_int('scale_factor', scale_factor, 1)
-    for name, t in (('features', features), ('masks', masks)):
-        if not isinstance(t, Tensor):
-            raise ValueError(f'carafe: `{name}` must be a torch.Tensor, got {type(t).__name__}')
-        if t.dim() != 4:
-            raise ValueError(f'carafe: `{name}` must be 4-D (B, C, H, W), got shape '
-                             f'{tuple(t.shape)}')
-        if not t.is_floating_point():
-            raise ValueError(f'carafe: `{name}` must be a floating-point tensor, got {t.dtype}')
+    check_int('carafe', 'kernel_size', kernel_size, 1, odd=True)
+    check_int('carafe', 'group_size', group_size, 1)
+    check_int('carafe', 'scale_factor', scale_factor, 1)
+    k, g, s = kernel_size, group_size, scale_factor
+    check_feature('carafe', 'features', features)
+    check_feature('carafe', 'masks', masks)
     if masks.dtype != features.dtype or masks.device != features.device:
         raise ValueError(f'carafe: `masks` must match `features` in dtype and device '
                          f'({features.dtype}, {features.device}), got ({masks.dtype}, '

@@ -17,7 +17,7 @@ from mmengine.registry import MODELS
 from torch import Tensor
 
 from ..ops import SEMI_SHIFT_IMPLS, carafe, semi_shift_conv
-from ._checks import check_choice, check_feature, check_int, output_size
+from .._checks import check_choice, check_feature, check_int, output_size
 
 KERNEL_SOURCES = ('both', 'encoder', 'decoder')
 KERNEL_GENERATORS = ('semi_shift', 'naive')

@@ -1,0 +1,128 @@
+import pytest
+import torch
+
+from fade_mm.ops import carafe, carafe_output_flops
+from reference import carafe_ref
+
+
+def _inputs(b, c, h, w, k, g, s, dtype=torch.float64, softmax=False):
+    x = torch.randn(b, c, h, w, dtype=dtype)
+    m = torch.randn(b, g * k * k, s * h, s * w, dtype=dtype)
+    if softmax:
+        m = m.view(b, g, k * k, s * h, s * w).softmax(2).view_as(m)
+    return x, m
+
+
+@pytest.mark.parametrize('k', [1, 3, 5, 7])
+@pytest.mark.parametrize('s', [2, 3, 4])
+@pytest.mark.parametrize('g', [1, 2, 4])
+def test_matches_loop_reference(k, s, g):
+    x, m = _inputs(2, 8, 5, 3, k, g, s)  # odd, non-square
+    out = carafe(x, m, k, g, s)
+    assert out.shape == (2, 8, 5 * s, 3 * s)
+    torch.testing.assert_close(out, carafe_ref(x, m, k, g, s), rtol=1e-12, atol=1e-12)
+
+
+def test_scale_one_and_float32():
+    x, m = _inputs(1, 4, 6, 7, 3, 1, 1)
+    torch.testing.assert_close(carafe(x, m, 3, 1, 1), carafe_ref(x, m, 3, 1, 1))
+    x32, m32 = x.float(), m.float()
+    out32 = carafe(x32, m32, 3, 1, 1)
+    assert out32.dtype == torch.float32
+    torch.testing.assert_close(out32.double(), carafe_ref(x, m, 3, 1, 1), rtol=1e-4, atol=1e-5)
+
+
+def test_partition_of_unity_reproduces_nearest():
+    # A one-hot kernel on the centre tap is nearest-neighbour upsampling.
+    x = torch.randn(1, 3, 4, 5, dtype=torch.float64)
+    m = torch.zeros(1, 9, 8, 10, dtype=torch.float64)
+    m[:, 4] = 1
+    torch.testing.assert_close(carafe(x, m, 3, 1, 2),
+                               x.repeat_interleave(2, 2).repeat_interleave(2, 3))
+
+
+def test_layout_independent():
+    x, m = _inputs(2, 8, 6, 5, 5, 2, 2)
+    want = carafe(x, m, 5, 2, 2)
+    x_cl = x.contiguous(memory_format=torch.channels_last)
+    m_nc = m.transpose(2, 3).contiguous().transpose(2, 3)  # non-contiguous strides
+    torch.testing.assert_close(carafe(x_cl, m_nc, 5, 2, 2), want, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize('k,g,s', [(3, 2, 2), (5, 1, 3), (1, 1, 2), (3, 1, 1)])
+def test_gradcheck(k, g, s):
+    x, m = _inputs(2, 4, 3, 4, k, g, s)
+    x.requires_grad_()
+    m.requires_grad_()
+    assert torch.autograd.gradcheck(lambda a, b: carafe(a, b, k, g, s), (x, m))
+
+
+def test_grad_of_one_input_only_and_sum_gradient():
+    # sum() hands backward an expanded (zero-stride) gradient.
+    x, m = _inputs(1, 4, 5, 5, 3, 1, 2)
+    x.requires_grad_()
+    carafe(x, m, 3, 1, 2).sum().backward()
+    xr = x.detach().clone().requires_grad_()
+    carafe_ref(xr, m, 3, 1, 2).sum().backward()
+    torch.testing.assert_close(x.grad, xr.grad)
+
+
+def test_no_full_resolution_unfold(monkeypatch):
+    """Largest tensor created stays well below k*k*C*sH*sW elements."""
+    import fade_mm.ops.carafe as mod
+    b, c, h, w, k, s = 1, 16, 12, 12, 5, 2
+    x, m = _inputs(b, c, h, w, k, 1, s, dtype=torch.float32)
+    x.requires_grad_()
+    m.requires_grad_()
+    biggest = []
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    class Track(TorchDispatchMode):
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            out = func(*args, **(kwargs or {}))
+            for t in (out if isinstance(out, (tuple, list)) else (out,)):
+                if isinstance(t, torch.Tensor):
+                    biggest.append(t.numel())
+            return out
+
+    with Track():
+        carafe(x, m, k, 1, s).sum().backward()
+    full_unfold = k * k * c * s * h * s * w
+    assert max(biggest) <= full_unfold // 4, (max(biggest), full_unfold)
+
+
+@pytest.mark.parametrize('bad,match', [
+    (dict(kernel_size=4), '`kernel_size` must be an odd int'),
+    (dict(kernel_size=0), '`kernel_size`'),
+    (dict(scale_factor=0), '`scale_factor`'),
+    (dict(scale_factor=2.0), '`scale_factor`'),
+    (dict(group_size=3), '`group_size` must divide the 8 channels'),
+    (dict(masks=torch.rand(2, 25, 10, 12)), r'`masks` must have shape .*\(2, 25, 10, 10\)'),
+    (dict(masks=torch.rand(2, 9, 10, 10)), r'`masks` must have shape .*got \(2, 9, 10, 10\)'),
+    (dict(features=torch.rand(8, 5, 5)), r'`features` must be 4-D .*got shape \(8, 5, 5\)'),
+    (dict(features=torch.ones(2, 8, 5, 5, dtype=torch.long)), '`features` must be a floating'),
+    (dict(masks=torch.rand(2, 25, 10, 10, dtype=torch.float64)), '`masks` must match'),
+])
+def test_bad_input(bad, match):
+    args = dict(features=torch.rand(2, 8, 5, 5), masks=torch.rand(2, 25, 10, 10),
+                kernel_size=5, group_size=1, scale_factor=2)
+    args.update(bad)
+    with pytest.raises(ValueError, match=match):
+        carafe(**args)
+
+
+def test_flops_formula():
+    assert carafe_output_flops(256, 128, 128, 5) == 2 * 25 * 256 * 128 * 128
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason='needs a CUDA device')
+def test_cuda_matches_cpu_and_mmcv():
+    x, m = _inputs(2, 16, 9, 7, 5, 2, 2, dtype=torch.float32, softmax=True)
+    want = carafe(x, m, 5, 2, 2)
+    xc, mc = x.cuda(), m.cuda()
+    pure = carafe(xc, mc, 5, 2, 2, use_mmcv_cuda=False)
+    torch.testing.assert_close(pure.cpu(), want, rtol=1e-4, atol=1e-5)
+    fast = carafe(xc, mc, 5, 2, 2)
+    torch.testing.assert_close(fast.cpu(), want, rtol=1e-4, atol=1e-5)
+    half = carafe(xc.half(), mc.half(), 5, 2, 2, use_mmcv_cuda=False)
+    torch.testing.assert_close(half.float().cpu(), want, rtol=1e-2, atol=1e-2)
