@@ -14,7 +14,6 @@ exists at a time, and the autograd function saves nothing but its two inputs.
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
@@ -59,6 +58,14 @@ def _row_windows(xp: Tensor, i: int, h: int, w: int, k: int) -> Tensor:
                          xp.storage_offset() + i * sy)
 
 
+def _padded_channels_last(x: Tensor, r: int, g: int) -> Tensor:
+    """``(B, C, h, w)`` -> zero-padded channels-last ``(B, h+2r, w+2r, G, C/G)``."""
+    b, c, h, w = x.shape
+    xp = x.new_zeros(b, h + 2 * r, w + 2 * r, c)
+    xp[:, r:r + h, r:r + w] = x.permute(0, 2, 3, 1)
+    return xp.view(b, h + 2 * r, w + 2 * r, g, c // g)
+
+
 def _kernels_by_phase(masks: Tensor, b: int, g: int, k: int, h: int, w: int,
                       s: int) -> Tensor:
     """``(B, G*k*k, s*h, s*w)`` -> ``(P, s*s, k, k)``: one small matrix per pixel and group."""
@@ -91,8 +98,7 @@ def _bmm_rows(a: Tensor, win: Tensor, out: Tensor, accumulate: bool) -> None:
 def _carafe_forward(x: Tensor, masks: Tensor, k: int, g: int, s: int) -> Tensor:
     b, c, h, w = x.shape
     r, cg = (k - 1) // 2, c // g
-    xp = F.pad(x, (r, r, r, r)).permute(0, 2, 3, 1).contiguous()
-    xp = xp.view(b, h + 2 * r, w + 2 * r, g, cg)
+    xp = _padded_channels_last(x, r, g)
     kern = _kernels_by_phase(masks, b, g, k, h, w, s)
     out = x.new_zeros(b, h, w * g, s * s, cg)
     kern = kern.view(b, h, w * g, s * s, k, k)
@@ -110,11 +116,12 @@ def _carafe_backward(grad_out: Tensor, x: Tensor, masks: Tensor, k: int, g: int,
     # contiguous() also materialises expanded gradients (e.g. of a .sum()), whose zero
     # strides would send bmm down a per-matrix copy path.
     gout = gout.reshape(b * h * w * g, s * s, cg).contiguous()
-    xp = F.pad(x, (r, r, r, r)).permute(0, 2, 3, 1).contiguous()
-    xp = xp.view(b, h + 2 * r, w + 2 * r, g, cg)
+    xp = _padded_channels_last(x, r, g)
     kern = _kernels_by_phase(masks, b, g, k, h, w, s)
     grad_xp = torch.zeros_like(xp) if need_x else None
-    kern_t = kern.permute(0, 2, 3, 1).contiguous() if need_x else None  # (P, k, k, s*s)
+    if need_x:
+        kern_t = kern.permute(0, 2, 3, 1).contiguous()  # (P, k, k, s*s)
+        gcol = xp.new_empty(b * h * w * g, 1, cg)
     grad_rows = []
     for i in range(k):
         if need_masks:
@@ -123,11 +130,11 @@ def _carafe_backward(grad_out: Tensor, x: Tensor, masks: Tensor, k: int, g: int,
             _bmm_rows(gout.view(b, h, w * g, s * s, cg), win_t, gk, accumulate=False)
             grad_rows.append(gk.view(-1, s * s, k))
         if need_x:
-            # Scatter-add of the row's windows back onto the padded map, one column at a time
-            # (windows of neighbouring pixels overlap, so no single strided view can take it).
-            gwin = torch.bmm(kern_t[:, i], gout).view(b, h, w, g, k, cg)
+            # Each window column j lands on a shifted copy of the map; windows of neighbouring
+            # pixels overlap, so they are added one column at a time through a reused buffer.
             for j in range(k):
-                grad_xp[:, i:i + h, j:j + w] += gwin[:, :, :, :, j]
+                torch.bmm(kern_t[:, i, j].unsqueeze(1), gout, out=gcol)
+                grad_xp[:, i:i + h, j:j + w] += gcol.view(b, h, w, g, cg)
     grad_x = grad_masks = None
     if need_x:
         grad_x = grad_xp[:, r:r + h, r:r + w].reshape(b, h, w, c).permute(0, 3, 1, 2)

@@ -1,0 +1,166 @@
+"""DySample: point-sampling upsampler with learned offsets.
+
+Liu, Lu, Fu, Cao. "Learning to Upsample by Learning to Sample", ICCV 2023. Instead of
+predicting reassembly kernels, DySample predicts, for every upsampled point, a small offset
+from its bilinear-interpolation position and reads the input there with bilinear sampling
+(``F.grid_sample``). No guide, no custom operator, a single 1x1 convolution.
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from mmengine.registry import MODELS
+from torch import Tensor
+
+from .._checks import check_choice, check_feature, check_int, output_size
+
+STYLES = ('lp', 'pl')
+
+
+@MODELS.register_module()
+class DySample(nn.Module):
+    """DySample upsampler: ``forward(x, guide=None) -> (B, C, s*h, s*w)``.
+
+    For output pixel ``(Y, X) = (s*y + i, s*x + j)`` and channel group ``g`` the sample
+    position, in input pixel units with pixel centres at integers, is::
+
+        p = (y, x) + init(i, j) + scope * offset[g, i, j](y, x)
+        init(i, j) = ((i - (s - 1) / 2) / s, (j - (s - 1) / 2) / s)
+
+    so that zero offsets reproduce bilinear upsampling (``align_corners=False``). The group's
+    channels are read at ``p`` by bilinear interpolation with border (clamped) padding.
+
+    Offsets (channel layout ``[xy, g, i, j]``, x first, as in the official code, so its
+    checkpoints load unchanged):
+
+    - ``style='lp'`` (linear, then pixel-shuffle): ``offset = conv1x1(x)`` with
+      ``C -> 2*groups*s*s`` channels at low resolution.
+    - ``style='pl'`` (pixel-shuffle, then linear): ``offset = pixel_unshuffle(conv1x1(
+      pixel_shuffle(x)))`` with ``C/(s*s) -> 2*groups`` channels at high resolution.
+    - static scope (``dyscope=False``): ``scope = 0.25``, which keeps neighbouring sample
+      points from overlapping;
+    - dynamic scope (``dyscope=True``): ``scope = 0.5 * sigmoid(conv1x1(.))``, a second 1x1
+      convolution without bias of the same shape as the offset one, initialised to zero so that
+      training starts from the static scope 0.25.
+
+    Parameters at ``C = 256``, ``s = 2``, ``groups = 4``: ``'lp'`` 8,224 (``+8,192`` with
+    ``dyscope``, 16,416 in all); ``'pl'`` 520 (``+512``, 1,032 in all).
+
+    Args:
+        in_channels: channels ``C`` of ``x``; divisible by ``groups`` (and by ``s*s`` for
+            ``'pl'``).
+        scale_factor: integer upsampling ratio ``s``.
+        style: ``'lp'`` (default) or ``'pl'``.
+        groups: channel groups, each with its own sampling positions (4).
+        dyscope: use the dynamic scope factor ("DySample+"/"-S+" in the paper).
+
+    Shapes:
+        x: ``(B, C, h, w)``; guide (optional, only its size is used): ``(B, *, H, W)`` with
+        ``ceil(H/s) = h``, ``ceil(W/s) = w``; output: ``(B, C, H, W)`` with a guide, else
+        ``(B, C, s*h, s*w)``.
+    """
+
+    uses_guide = False
+
+    def __init__(self, in_channels: int, scale_factor: int = 2, style: str = 'lp',
+                 groups: int = 4, dyscope: bool = False) -> None:
+        super().__init__()
+        name = type(self).__name__
+        check_int(name, 'in_channels', in_channels, 1)
+        check_int(name, 'scale_factor', scale_factor, 1)
+        check_choice(name, 'style', style, STYLES)
+        check_int(name, 'groups', groups, 1)
+        if not isinstance(dyscope, bool):
+            raise ValueError(f'{name}: `dyscope` must be a bool, got {dyscope!r}')
+        if in_channels % groups:
+            raise ValueError(f'{name}: `groups` must divide `in_channels`={in_channels}, '
+                             f'got {groups}')
+        s2 = scale_factor * scale_factor
+        if style == 'pl' and in_channels % s2:
+            raise ValueError(f"{name}: `in_channels` must be divisible by scale_factor**2="
+                             f"{s2} for style='pl' (it is pixel-shuffled first), got "
+                             f"{in_channels}")
+        self.in_channels = in_channels
+        self.scale_factor = scale_factor
+        self.style = style
+        self.groups = groups
+        self.dyscope = dyscope
+
+        if style == 'pl':
+            conv_in, conv_out = in_channels // s2, 2 * groups
+        else:
+            conv_in, conv_out = in_channels, 2 * groups * s2
+        self.offset = nn.Conv2d(conv_in, conv_out, 1)
+        # Near-zero offsets: training starts from plain bilinear upsampling.
+        nn.init.normal_(self.offset.weight, std=0.001)
+        nn.init.zeros_(self.offset.bias)
+        if dyscope:
+            self.scope = nn.Conv2d(conv_in, conv_out, 1, bias=False)
+            nn.init.zeros_(self.scope.weight)
+        # Persistent (as in the official code) so that its state dicts load strictly.
+        self.register_buffer('init_pos', self._initial_grid())
+
+    def _initial_grid(self) -> Tensor:
+        """``(1, 2*groups*s*s, 1, 1)``: sub-pixel positions of bilinear upsampling."""
+        s = self.scale_factor
+        pos = (torch.arange(s, dtype=torch.float32) - (s - 1) / 2) / s
+        grid_x = pos.view(1, s).expand(s, s)  # varies with the column j
+        grid_y = pos.view(s, 1).expand(s, s)  # varies with the row i
+        grid = torch.stack((grid_x, grid_y))[:, None].expand(2, self.groups, s, s)
+        return grid.reshape(1, -1, 1, 1).clone()
+
+    def extra_repr(self) -> str:
+        return (f'in_channels={self.in_channels}, scale_factor={self.scale_factor}, '
+                f'style={self.style!r}, groups={self.groups}, dyscope={self.dyscope}')
+
+    def offsets(self, x: Tensor) -> Tensor:
+        """Sample positions relative to each low-res pixel centre, ``(B, 2*G*s*s, h, w)``.
+
+        Channel ``xy*G*s*s + g*s*s + i*s + j`` is the x (``xy=0``) or y (``xy=1``)
+        displacement, in input pixels, of output pixel ``(s*y+i, s*x+j)`` in group ``g``.
+        """
+        s = self.scale_factor
+        src = F.pixel_shuffle(x, s) if self.style == 'pl' else x
+        off = self.offset(src)
+        if self.dyscope:
+            off = off * self.scope(src).sigmoid() * 0.5
+        else:
+            off = off * 0.25
+        if self.style == 'pl':
+            off = F.pixel_unshuffle(off, s)
+        return off + self.init_pos.to(off.dtype)
+
+    def sample(self, x: Tensor, offsets: Tensor) -> Tensor:
+        """Bilinear sampling of each channel group of ``x`` at ``offsets`` (see above).
+
+        Args:
+            x: ``(B, C, h, w)``.
+            offsets: ``(B, 2*G*s*s, h, w)`` as returned by :meth:`offsets`.
+
+        Returns:
+            ``(B, C, s*h, s*w)``.
+        """
+        b, c, h, w = x.shape
+        s, g = self.scale_factor, self.groups
+        off = offsets.view(b, 2, g, s, s, h, w)
+        # grid_sample with align_corners=False maps [-1, 1] onto the outer pixel edges, so a
+        # pixel index p sits at 2 * (p + 0.5) / size - 1.
+        cols = torch.arange(w, dtype=x.dtype, device=x.device) + 0.5
+        rows = torch.arange(h, dtype=x.dtype, device=x.device).view(h, 1) + 0.5
+        gx = 2 * (off[:, 0] + cols) / w - 1
+        gy = 2 * (off[:, 1] + rows) / h - 1
+        grid = torch.stack((gx, gy), -1)  # (B, G, s_i, s_j, h, w, 2)
+        grid = grid.permute(0, 1, 4, 2, 5, 3, 6).reshape(b * g, s * h, s * w, 2)
+        out = F.grid_sample(x.reshape(b * g, c // g, h, w), grid, mode='bilinear',
+                            padding_mode='border', align_corners=False)
+        return out.view(b, c, s * h, s * w)
+
+    def forward(self, x: Tensor, guide: Optional[Tensor] = None) -> Tensor:
+        name = type(self).__name__
+        check_feature(name, 'x', x, self.in_channels)
+        big_h, big_w = output_size(name, x, guide, self.scale_factor)
+        out = self.sample(x, self.offsets(x))
+        return out[:, :, :big_h, :big_w]

@@ -1,0 +1,277 @@
+"""SAPA: Similarity-Aware Point Affiliation for feature upsampling.
+
+Lu, Liu, Ye, Fu, Liu, Cao. NeurIPS 2022. Each upsampled point takes its kernel from the
+similarity between the high-resolution encoder feature at that point (the query, from the
+guide) and the ``k x k`` low-resolution decoder neighbourhood of its parent pixel (the keys);
+the softmax-normalised similarities reassemble the decoder feature (the values), exactly as a
+CARAFE kernel would. The official implementation is a CUDA extension; this one is pure
+PyTorch and reuses :func:`fade_mm.ops.carafe` for the reassembly.
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from mmengine.registry import MODELS
+from torch import Tensor
+from torch.autograd.function import once_differentiable
+
+from ..ops import carafe
+from .._checks import check_choice, check_feature, check_int, output_size
+
+VARIANTS = ('I', 'B', 'G')
+
+__all__ = ['SAPA', 'local_similarity']
+
+
+def _row_windows(key_pad: Tensor, i: int, h: int, w: int, k: int) -> Tensor:
+    """Keys of kernel row ``i`` as a strided view ``(B, h, w, d, k)`` (no copy).
+
+    ``key_pad`` is ``(B, h+2r, w+2r, d)``, zero-padded and contiguous; entry
+    ``[b, y, x, c, j] = key_pad[b, y + i, x + j, c]``.
+    """
+    sb, sy, sx, sc = key_pad.stride()
+    b, d = key_pad.shape[0], key_pad.shape[-1]
+    return key_pad.as_strided((b, h, w, d, k), (sb, sy, sx, sc, sx),
+                              key_pad.storage_offset() + i * sy)
+
+
+def _by_parent(t: Tensor, s: int) -> Tensor:
+    """``(B, s*h, s*w, d)`` -> ``(B, h, w, s*s, d)``: the ``s*s`` children of each pixel."""
+    b, big_h, big_w, d = t.shape
+    h, w = big_h // s, big_w // s
+    return t.reshape(b, h, s, w, s, d).permute(0, 1, 3, 2, 4, 5).reshape(b, h, w, s * s, d)
+
+
+def _similarity_forward(query: Tensor, key: Tensor, k: int, s: int) -> Tensor:
+    b, h, w, _ = key.shape
+    r = (k - 1) // 2
+    qc = _by_parent(query, s)
+    key_pad = F.pad(key, (0, 0, r, r, r, r)).contiguous()
+    out = query.new_empty(b, h, w, s * s, k, k)
+    for i in range(k):
+        # One kernel row at a time: the copy matmul makes of the windows is k*d*h*w, never
+        # the k*k*d*h*w of a full unfold.
+        out[:, :, :, :, i] = torch.matmul(qc, _row_windows(key_pad, i, h, w, k))
+    out = out.view(b, h, w, s, s, k * k).permute(0, 5, 1, 3, 2, 4)
+    return out.reshape(b, k * k, s * h, s * w)
+
+
+def _similarity_backward(grad: Tensor, query: Tensor, key: Tensor, k: int, s: int,
+                         need_query: bool, need_key: bool):
+    b, h, w, d = key.shape
+    r = (k - 1) // 2
+    grad_query = grad_key = None
+    if need_query:
+        # d logits[n, Y, X] / d query[Y, X] is the key under tap n: a CARAFE reassembly of
+        # the keys with the incoming gradient as kernels.
+        grad_query = carafe(key.permute(0, 3, 1, 2), grad.contiguous(), k, 1, s)
+        grad_query = grad_query.permute(0, 2, 3, 1).contiguous()
+    if need_key:
+        gc = grad.reshape(b, k, k, h, s, w, s).permute(0, 3, 5, 1, 2, 4, 6)
+        gc = gc.reshape(b, h, w, k, k, s * s)
+        qc = _by_parent(query, s)
+        grad_pad = key.new_zeros(b, h + 2 * r, w + 2 * r, d)
+        for i in range(k):
+            row = torch.matmul(gc[:, :, :, i], qc)  # (B, h, w, k, d)
+            # Windows of neighbouring pixels overlap: scatter one column at a time.
+            for j in range(k):
+                grad_pad[:, i:i + h, j:j + w] += row[:, :, :, j]
+        grad_key = grad_pad[:, r:r + h, r:r + w].contiguous()
+    return grad_query, grad_key
+
+
+class _LocalSimilarity(torch.autograd.Function):
+
+    @staticmethod
+    def forward(ctx, query: Tensor, key: Tensor, kernel_size: int, scale_factor: int) -> Tensor:
+        ctx.save_for_backward(query, key)
+        ctx.args = (kernel_size, scale_factor)
+        return _similarity_forward(query, key, kernel_size, scale_factor)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad: Tensor):
+        query, key = ctx.saved_tensors
+        grad_query, grad_key = _similarity_backward(
+            grad, query, key, *ctx.args, need_query=ctx.needs_input_grad[0],
+            need_key=ctx.needs_input_grad[1])
+        return grad_query, grad_key, None, None
+
+
+def local_similarity(query: Tensor, key: Tensor, kernel_size: int, scale_factor: int) -> Tensor:
+    """Dot products of each high-res query with the ``k x k`` keys around its parent pixel.
+
+    ``out[b, i*k + j, Y, X] = sum_c query[b, Y, X, c] * key[b, Y//s + i - r, X//s + j - r, c]``
+    with ``r = (k-1)//2`` and zero keys outside the map (so out-of-map taps get logit 0, as
+    in the official CUDA kernel). Saves only its inputs for backward; the largest temporary
+    is ``k*d*h*w``.
+
+    Args:
+        query: ``(B, s*h, s*w, d)``, channels last.
+        key: ``(B, h, w, d)``, channels last, same dtype and device.
+        kernel_size: odd window size ``k``.
+        scale_factor: integer ratio ``s``.
+
+    Returns:
+        ``(B, k*k, s*h, s*w)`` similarity logits, channels first (CARAFE's mask layout).
+    """
+    name = 'local_similarity'
+    check_int(name, 'kernel_size', kernel_size, 1, odd=True)
+    check_int(name, 'scale_factor', scale_factor, 1)
+    for arg, t in (('query', query), ('key', key)):
+        check_feature(name, arg, t)
+    b, h, w, d = key.shape
+    want = (b, scale_factor * h, scale_factor * w, d)
+    if tuple(query.shape) != want:
+        raise ValueError(f'{name}: `query` must have shape (B, s*h, s*w, d) = {want} for '
+                         f'`key` of shape {tuple(key.shape)}, got {tuple(query.shape)}')
+    if query.dtype != key.dtype or query.device != key.device:
+        raise ValueError(f'{name}: `query` must match `key` in dtype and device '
+                         f'({key.dtype}, {key.device}), got ({query.dtype}, {query.device})')
+    return _LocalSimilarity.apply(query, key, kernel_size, scale_factor)
+
+
+def _nearest_up(t: Tensor, s: int, big_h: int, big_w: int) -> Tensor:
+    """Channels-last nearest upsampling ``(B, h, w, d) -> (B, H, W, d)``, cropped."""
+    b, h, w, d = t.shape
+    up = t[:, :, None, :, None].expand(b, h, s, w, s, d).reshape(b, s * h, s * w, d)
+    return up[:, :big_h, :big_w]
+
+
+@MODELS.register_module()
+class SAPA(nn.Module):
+    """SAPA upsampler: ``forward(x, guide) -> (B, C, H, W)``.
+
+    With ``x`` the decoder feature (values), ``guide`` the encoder feature ``y``, ``LN`` a
+    per-pixel LayerNorm over channels (separate affine parameters for ``x`` and ``y``),
+    ``up`` nearest upsampling and ``x[n(Y, X)]`` the ``k*k`` low-res neighbours of the
+    parent pixel ``(Y//s, X//s)`` (zero outside the map)::
+
+        K[n, Y, X] = softmax_n( q(Y, X) . key(x)[n(Y, X)] )
+        out[:, Y, X] = sum_n K[n, Y, X] * x[:, n(Y, X)]      (CARAFE reassembly)
+
+    Variants (``variant=``) differ in the similarity, i.e. in ``q`` and ``key``:
+
+    - ``'I'`` inner product: ``q = LN(y)``, ``key = LN(x)``; needs ``guide_channels ==
+      in_channels``; ``embedding_dim`` unused. Parameters: the two LayerNorms,
+      ``2*C + 2*C_y`` = **1,024** at 256 channels.
+    - ``'B'`` low-rank bilinear: ``q = W_q LN(y) + b_q``, ``key = W_k LN(x) + b_k`` with
+      ``d = embedding_dim`` (32). Parameters ``2C + 2C_y + (C_y+1)d + (C+1)d`` =
+      **17,472** at 256 channels (d=32). This is the official ``SAPA`` class.
+    - ``'G'`` gated bilinear: the query mixes an encoder and a decoder embedding with a gate
+      predicted from the decoder, ``G = up(sigmoid(w_g . LN(x) + b_g))``,
+      ``q = G * (W_qy LN(y) + b_qy) + (1 - G) * up(W_qx x + b_qx)``; key as in ``'B'``.
+      As in the official code (``SAPAExp``, ``q_mode='gate'``) the decoder query embedding
+      reads the *un-normalised* ``x``. Parameters ``2C + 2C_y + (C_y+1)d + 2(C+1)d + C+1``
+      = **25,953** at 256 channels (d=32).
+
+    Similarities are plain dot products (no ``1/sqrt(d)`` temperature), values are the raw
+    ``x``, out-of-map neighbours take part in the softmax with logit 0 and contribute zero
+    values -- all as in the official CUDA implementation. Initialisation as the official
+    code: embeddings truncated-normal (std 0.02) with zero bias, LayerNorms identity.
+    Parameter names (``norm_x``, ``norm_y``, ``q``/``qy``/``qx``, ``k``, ``gate``) and
+    ``nn.Linear`` shapes follow the official modules, whose state dicts therefore load
+    (the official default ``embedding_dim`` is 64, the paper's 32).
+
+    Args:
+        in_channels: channels ``C`` of ``x`` (decoder feature).
+        scale_factor: integer upsampling ratio ``s``.
+        up_kernel: odd size ``k`` of the low-res neighbourhood (5).
+        embedding_dim: channels ``d`` of the query/key embeddings (32); ``'B'``/``'G'`` only.
+        variant: ``'I'`` | ``'B'`` (default) | ``'G'``.
+        guide_channels: channels ``C_y`` of the guide; defaults to ``in_channels``.
+
+    Shapes:
+        x: ``(B, C, h, w)``; guide: ``(B, C_y, H, W)`` with ``ceil(H/s) = h``,
+        ``ceil(W/s) = w``; output: ``(B, C, H, W)``.
+    """
+
+    uses_guide = True
+
+    def __init__(self, in_channels: int, scale_factor: int = 2, up_kernel: int = 5,
+                 embedding_dim: int = 32, variant: str = 'B',
+                 guide_channels: Optional[int] = None) -> None:
+        super().__init__()
+        name = type(self).__name__
+        check_int(name, 'in_channels', in_channels, 1)
+        check_int(name, 'scale_factor', scale_factor, 1)
+        check_int(name, 'up_kernel', up_kernel, 1, odd=True)
+        check_int(name, 'embedding_dim', embedding_dim, 1)
+        check_choice(name, 'variant', variant, VARIANTS)
+        if guide_channels is None:
+            guide_channels = in_channels
+        check_int(name, 'guide_channels', guide_channels, 1)
+        if variant == 'I' and guide_channels != in_channels:
+            raise ValueError(f"{name}: `guide_channels` must equal `in_channels`={in_channels} "
+                             f"for variant='I' (inner product without embeddings), got "
+                             f"{guide_channels}")
+        self.in_channels = in_channels
+        self.scale_factor = scale_factor
+        self.up_kernel = up_kernel
+        self.variant = variant
+        self.guide_channels = guide_channels
+        self.embedding_dim = in_channels if variant == 'I' else embedding_dim
+
+        self.norm_x = nn.LayerNorm(in_channels)
+        self.norm_y = nn.LayerNorm(guide_channels)
+        if variant == 'B':
+            self.q = nn.Linear(guide_channels, embedding_dim)
+        elif variant == 'G':
+            self.qy = nn.Linear(guide_channels, embedding_dim)
+            self.qx = nn.Linear(in_channels, embedding_dim)
+            self.gate = nn.Linear(in_channels, 1)
+        if variant != 'I':
+            self.k = nn.Linear(in_channels, embedding_dim)
+        for m in self.modules():
+            if isinstance(m, nn.Linear):
+                nn.init.trunc_normal_(m.weight, std=0.02)
+                nn.init.zeros_(m.bias)
+
+    def extra_repr(self) -> str:
+        return (f'in_channels={self.in_channels}, scale_factor={self.scale_factor}, '
+                f'up_kernel={self.up_kernel}, embedding_dim={self.embedding_dim}, '
+                f'variant={self.variant!r}, guide_channels={self.guide_channels}')
+
+    def query_key(self, x: Tensor, guide: Tensor):
+        """Channels-last embeddings: query ``(B, H, W, d)`` and key ``(B, h, w, d)``."""
+        s = self.scale_factor
+        big_h, big_w = guide.shape[-2:]
+        x_cl = x.permute(0, 2, 3, 1)
+        x_n = self.norm_x(x_cl)
+        y_n = self.norm_y(guide.permute(0, 2, 3, 1))
+        if self.variant == 'I':
+            return y_n, x_n
+        key = self.k(x_n)
+        if self.variant == 'B':
+            return self.q(y_n), key
+        # Linear maps commute with nearest upsampling: embed and gate at low resolution.
+        gate = _nearest_up(torch.sigmoid(self.gate(x_n)), s, big_h, big_w)
+        q_dec = _nearest_up(self.qx(x_cl), s, big_h, big_w)
+        return gate * self.qy(y_n) + (1 - gate) * q_dec, key
+
+    def kernels(self, x: Tensor, guide: Tensor) -> Tensor:
+        """Softmax-normalised kernels ``(B, k*k, s*h, s*w)``, whole ``s x s`` cells.
+
+        Rows/columns beyond the guide's ``(H, W)`` get a zero query (uniform kernels) and
+        are cropped after reassembly.
+        """
+        s = self.scale_factor
+        h, w = x.shape[-2:]
+        query, key = self.query_key(x, guide)
+        big_h, big_w = query.shape[1:3]
+        if (big_h, big_w) != (s * h, s * w):
+            query = F.pad(query, (0, 0, 0, s * w - big_w, 0, s * h - big_h))
+        return F.softmax(local_similarity(query, key, self.up_kernel, s), dim=1)
+
+    def forward(self, x: Tensor, guide: Optional[Tensor] = None) -> Tensor:
+        name = type(self).__name__
+        check_feature(name, 'x', x, self.in_channels)
+        if guide is None:
+            raise ValueError(f'{name}: `guide` (the encoder feature, (B, '
+                             f'{self.guide_channels}, H, W)) is required, got None')
+        big_h, big_w = output_size(name, x, guide, self.scale_factor, self.guide_channels)
+        up = carafe(x, self.kernels(x, guide), self.up_kernel, 1, self.scale_factor)
+        return up[:, :, :big_h, :big_w]
