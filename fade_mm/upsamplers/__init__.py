@@ -1,5 +1,15 @@
-"""Upsamplers registered in mmengine's root ``MODELS`` (visible from mmdet and mmseg)."""
+"""Upsamplers registered in mmengine's root ``MODELS`` (visible from mmdet and mmseg).
+
+Each class is registered under its own name; mmcv's lowercase 'nearest', 'bilinear',
+'deconv', 'pixel_shuffle' and 'carafe' stay mmcv's.
+"""
+from .bilinear import BilinearUpsample
+from .carafe import CARAFE
+from .deconv import DeconvUpsample
 from .fade import FADE
 from .fade_lite import FADELite
+from .nearest import NearestUpsample
+from .pixel_shuffle import PixelShuffleUpsample
 
-__all__ = ['FADE', 'FADELite']
+__all__ = ['BilinearUpsample', 'CARAFE', 'DeconvUpsample', 'FADE', 'FADELite',
+           'NearestUpsample', 'PixelShuffleUpsample']
