@@ -3,13 +3,15 @@
 Each class is registered under its own name; mmcv's lowercase 'nearest', 'bilinear',
 'deconv', 'pixel_shuffle' and 'carafe' stay mmcv's.
 """
+from .a2u import A2U
 from .bilinear import BilinearUpsample
 from .carafe import CARAFE
 from .deconv import DeconvUpsample
 from .fade import FADE
 from .fade_lite import FADELite
+from .indexnet import IndexNet
 from .nearest import NearestUpsample
 from .pixel_shuffle import PixelShuffleUpsample
 
-__all__ = ['BilinearUpsample', 'CARAFE', 'DeconvUpsample', 'FADE', 'FADELite',
-           'NearestUpsample', 'PixelShuffleUpsample']
+__all__ = ['A2U', 'BilinearUpsample', 'CARAFE', 'DeconvUpsample', 'FADE', 'FADELite',
+           'IndexNet', 'NearestUpsample', 'PixelShuffleUpsample']

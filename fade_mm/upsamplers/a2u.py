@@ -8,7 +8,7 @@ applied to the low-resolution decoder feature by CARAFE reassembly.
 from __future__ import annotations
 
 import math
-from typing import Optional, Tuple
+from typing import Optional
 
 import torch
 import torch.nn as nn
@@ -59,7 +59,8 @@ class A2U(nn.Module):
     ========================================  ======
 
     The official module also predicts A2U's paired *downsampling* kernels (``s*k`` square,
-    stride ``s``, softmax), which FADE's copy kept but never used. They are kept here
+    stride ``s``, softmax); FADE's copy kept that projection (``bconv_DP`` in its log, with
+    ``find_unused_parameters=True`` in its config) but upsamples only. They are kept here
     (``with_downsampler=True``) so the count matches the published 20,042 and are usable
     through :meth:`downsample`; ``forward`` does not touch them, so training with DDP needs
     ``find_unused_parameters=True`` (as FADE's config had) unless ``with_downsampler=False``
