@@ -86,19 +86,23 @@ def test_matches_explicit_bilinear_reference(style, dyscope, s, groups, c):
     x = torch.randn(2, c, 5, 3, dtype=torch.float64)
     out = m(x)
     assert out.shape == (2, c, 5 * s, 3 * s)
-    torch.testing.assert_close(out, dysample_ref(x, m), rtol=1e-10, atol=1e-10)
+    # The initial grid is a float32 buffer (as in the official checkpoints): exact for
+    # s = 2, rounded to float32 for thirds.
+    tol = 1e-10 if s == 2 else 1e-6
+    torch.testing.assert_close(out, dysample_ref(x, m), rtol=tol, atol=tol)
 
 
-@pytest.mark.parametrize('s', [2, 3])
+@pytest.mark.parametrize('s', [2, 3, 4])
 @pytest.mark.parametrize('style', ['lp', 'pl'])
 def test_zero_offsets_are_bilinear_upsampling(s, style):
-    m = DySample(9 * 2, s, style, groups=2).double()
+    m = DySample(144, s, style, groups=2).double()
     with torch.no_grad():
         m.offset.weight.zero_()
         m.offset.bias.zero_()
-    x = torch.randn(1, 18, 4, 6, dtype=torch.float64)
+    x = torch.randn(1, 144, 4, 6, dtype=torch.float64)
     want = F.interpolate(x, scale_factor=s, mode='bilinear', align_corners=False)
-    torch.testing.assert_close(m(x), want, rtol=1e-12, atol=1e-12)
+    tol = 1e-6 if s == 3 else 1e-12  # float32 initial grid: thirds are rounded
+    torch.testing.assert_close(m(x), want, rtol=tol, atol=tol)
 
 
 def test_initialisation_as_official():

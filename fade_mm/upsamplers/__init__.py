@@ -7,11 +7,13 @@ from .a2u import A2U
 from .bilinear import BilinearUpsample
 from .carafe import CARAFE
 from .deconv import DeconvUpsample
+from .dysample import DySample
 from .fade import FADE
 from .fade_lite import FADELite
 from .indexnet import IndexNet
 from .nearest import NearestUpsample
 from .pixel_shuffle import PixelShuffleUpsample
+from .sapa import SAPA
 
-__all__ = ['A2U', 'BilinearUpsample', 'CARAFE', 'DeconvUpsample', 'FADE', 'FADELite',
-           'IndexNet', 'NearestUpsample', 'PixelShuffleUpsample']
+__all__ = ['A2U', 'BilinearUpsample', 'CARAFE', 'DeconvUpsample', 'DySample', 'FADE',
+           'FADELite', 'IndexNet', 'NearestUpsample', 'PixelShuffleUpsample', 'SAPA']

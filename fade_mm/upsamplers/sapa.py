@@ -157,7 +157,8 @@ class SAPA(nn.Module):
 
     - ``'I'`` inner product: ``q = LN(y)``, ``key = LN(x)``; needs ``guide_channels ==
       in_channels``; ``embedding_dim`` unused. Parameters: the two LayerNorms,
-      ``2*C + 2*C_y`` = **1,024** at 256 channels.
+      ``2*C + 2*C_y`` = **1,024** at 256 channels. (The official repository has no code
+      path for it; it follows the paper's inner-product similarity on normalised features.)
     - ``'B'`` low-rank bilinear: ``q = W_q LN(y) + b_q``, ``key = W_k LN(x) + b_k`` with
       ``d = embedding_dim`` (32). Parameters ``2C + 2C_y + (C_y+1)d + (C+1)d`` =
       **17,472** at 256 channels (d=32). This is the official ``SAPA`` class.
@@ -171,7 +172,8 @@ class SAPA(nn.Module):
     Similarities are plain dot products (no ``1/sqrt(d)`` temperature), values are the raw
     ``x``, out-of-map neighbours take part in the softmax with logit 0 and contribute zero
     values -- all as in the official CUDA implementation. Initialisation as the official
-    code: embeddings truncated-normal (std 0.02) with zero bias, LayerNorms identity.
+    code: embedding weights truncated-normal with std 0.02, cut at +-2 like timm's default
+    (so in effect plain normal), zero biases, LayerNorms identity.
     Parameter names (``norm_x``, ``norm_y``, ``q``/``qy``/``qx``, ``k``, ``gate``) and
     ``nn.Linear`` shapes follow the official modules, whose state dicts therefore load
     (the official default ``embedding_dim`` is 64, the paper's 32).
