@@ -16,14 +16,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
-import statistics
 import subprocess
 import sys
-import time
 
 import torch
 import torch.nn.functional as F
+
+from fade_mm.ops import carafe
+from fade_mm.profiling import median_time, peak_rss_mb, rss_mb
 
 TARGET_SPEEDUP, TARGET_MEMORY = 10.0, 1 / 8
 
@@ -46,23 +46,8 @@ def _inputs(args, dtype=torch.float32):
     return x.requires_grad_(), m.softmax(1).detach().requires_grad_(), grad
 
 
-def _rss_mb() -> float:
-    with open('/proc/self/statm') as f:
-        return int(f.read().split()[1]) * resource.getpagesize() / 2**20
-
-
-def _median_time(fn, repeats):
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
-
-
 def worker(args) -> None:
     """Run in a child process: measure one implementation, print JSON."""
-    from fade_mm.ops import carafe
     x, m, grad = _inputs(args)
     if args.worker == 'naive':
         fwd = lambda: naive_carafe(x, m, args.kernel, args.scale)  # noqa: E731
@@ -73,13 +58,13 @@ def worker(args) -> None:
         x.grad = m.grad = None
         fwd().backward(grad)
 
-    base = _rss_mb()
+    base = rss_mb()
     step()  # first call: its high-water mark is the peak memory of one forward+backward
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 - base
+    peak = peak_rss_mb() - base
     with torch.no_grad():
         checksum = float(fwd().double().sum())
-    fwd_t = _median_time(lambda: fwd(), args.repeats)
-    total_t = _median_time(step, args.repeats)
+    fwd_t = median_time(lambda: fwd(), args.repeats)
+    total_t = median_time(step, args.repeats)
     print(json.dumps(dict(fwd=fwd_t, total=total_t, peak_mb=peak, checksum=checksum)))
 
 
@@ -93,7 +78,6 @@ def run_worker(name, args):
 
 
 def modules(args) -> None:
-    import fade_mm  # noqa: F401
     from mmengine.registry import MODELS
     c, s, n = args.channels, args.scale, args.size
     x = torch.randn(args.batch, c, n, n, requires_grad=True)
@@ -104,7 +88,7 @@ def modules(args) -> None:
             x.grad = guide.grad = None
             fn().square().mean().backward()
         step()
-        return _median_time(step, args.repeats)
+        return median_time(step, args.repeats)
 
     base = timed(lambda: F.interpolate(x, scale_factor=s, mode='bilinear',
                                        align_corners=False))
