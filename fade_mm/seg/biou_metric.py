@@ -12,7 +12,10 @@ Definition used here (semantic segmentation, one label map per image):
   pixels outside the image count as background, so the image border is boundary.
 * Per class ``c`` and summed over the whole dataset: ``I_c = |band(gt_c) & band(pred_c)|``,
   ``U_c = |band(gt_c) | band(pred_c)|``, pixels whose ground truth is ``ignore_index``
-  excluded from both.
+  excluded from both. Ignored pixels are dropped from the counts only, not from the masks:
+  ``gt == ignore_index`` is "not c" for every class (regions next to an ignored area have a
+  band there), and the predicted labels inside ignored areas still shape the predicted bands
+  next to them, so a prediction that is perfect outside ignored pixels can score below 100.
 * ``bIoU = 100 * mean_c(I_c / U_c)`` over the classes with ``U_c > 0``.
 
 Erosion by ``d`` iterations of a 3x3 square equals one erosion by the ``(2d+1) x (2d+1)``
@@ -55,18 +58,6 @@ def boundary_width(height: int, width: int, ratio: float = 0.02) -> int:
     return max(1, int(round(ratio * math.hypot(height, width))))
 
 
-def _window_max(x: Tensor, d: int) -> Tensor:
-    """Max over the ``(2d+1) x (2d+1)`` window around each pixel of ``(N, 1, H, W)`` ``x``.
-
-    Out-of-image pixels are ignored (``max_pool2d`` pads with ``-inf``). The square window is
-    separable into a column pass and a row pass, which costs ``2(2d+1)`` instead of
-    ``(2d+1)**2`` comparisons per pixel.
-    """
-    k = 2 * d + 1
-    x = F.max_pool2d(x, kernel_size=(k, 1), stride=1, padding=(d, 0))
-    return F.max_pool2d(x, kernel_size=(1, k), stride=1, padding=(0, d))
-
-
 def erode(mask: Tensor, d: int) -> Tensor:
     """Binary erosion by ``d`` iterations of a 3x3 square, outside the image = background.
 
@@ -101,30 +92,36 @@ def mask_boundary(mask: Tensor, d: int) -> Tensor:
 
 
 def label_boundary(label: Tensor, d: int) -> Tensor:
-    """Boundary band of every class of a label map at once.
+    """Boundary band of every class of one or more label maps at once.
 
-    For every pixel ``p`` with label ``c = label[p]``, ``out[p]`` is True iff ``p`` lies in
-    ``mask_boundary(label == c, d)``; any value (ignore labels included) counts as its own
-    class, so a region next to ignored pixels has a boundary there.
+    For every pixel ``p`` with label ``c = label[..., p]``, ``out[..., p]`` is True iff ``p``
+    lies in ``mask_boundary(label == c, d)``; any value (ignore labels included) counts as
+    its own class, so a region next to ignored pixels has a boundary there.
 
     Args:
-        label: integer label map ``(H, W)``; values must be exact in float32 (``|v| < 2**24``).
+        label: integer label maps ``(..., H, W)`` with values that fit in int32.
         d: band width, ``>= 1``.
 
     Returns:
-        Boolean ``(H, W)`` tensor.
+        Boolean tensor of the shape of ``label``.
     """
-    if label.dim() != 2:
-        raise ValueError(f'label_boundary: `label` must be (H, W), got {tuple(label.shape)}')
+    if label.dim() < 2:
+        raise ValueError(f'label_boundary: `label` must be (..., H, W), got {tuple(label.shape)}')
     if d < 1:
         raise ValueError(f'label_boundary: `d` must be >= 1, got {d}')
-    x = label.float()[None, None]
-    # A pixel is interior iff its window holds one value only and lies inside the image.
-    band = (_window_max(x, d) != -_window_max(-x, d))[0, 0]
-    band[:d, :] = True
-    band[-d:, :] = True
-    band[:, :d] = True
-    band[:, -d:] = True
+    h, w = label.shape[-2:]
+    # Pixels within d of the border see the outside (background) in their window: band.
+    band = torch.ones(label.shape, dtype=torch.bool, device=label.device)
+    if h > 2 * d and w > 2 * d:
+        # Remaining pixels are interior iff their (2d+1)^2 window holds a single value, i.e.
+        # window min == window max. Separable sliding windows via unfold + reductions: int32
+        # keeps memory traffic low and is several times faster than max_pool2d on CPU.
+        k = 2 * d + 1
+        x = label.reshape(-1, h, w).to(torch.int32)
+        cols = x.unfold(1, k, 1)
+        lo = cols.amin(-1).unfold(2, k, 1).amin(-1)
+        hi = cols.amax(-1).unfold(2, k, 1).amax(-1)
+        band[..., d:h - d, d:w - d] = (lo != hi).reshape(*label.shape[:-2], h - 2 * d, w - 2 * d)
     return band
 
 
@@ -202,18 +199,23 @@ class BoundaryIoUMetric(BaseMetric):
             raise ValueError('BoundaryIoUMetric: prediction and ground truth must both be '
                              f'(H, W) of one size, got {tuple(pred_label.shape)} and '
                              f'{tuple(label.shape)}')
-        label = label.to(pred_label.device)
-        d = boundary_width(label.shape[0], label.shape[1], ratio)
-        valid = label != ignore_index
-        gt_in = valid & label_boundary(label, d) & (label >= 0) & (label < num_classes)
-        pred_in = (valid & label_boundary(pred_label, d) & (pred_label >= 0)
-                   & (pred_label < num_classes))
-        both = gt_in & pred_in & (pred_label == label)
-        area_gt = torch.bincount(label[gt_in].long(), minlength=num_classes)
-        area_pred = torch.bincount(pred_label[pred_in].long(), minlength=num_classes)
-        intersect = torch.bincount(label[both].long(), minlength=num_classes)
+        gt = label.to(device=pred_label.device, dtype=torch.int32)
+        pred = pred_label.to(torch.int32)
+        d = boundary_width(gt.shape[0], gt.shape[1], ratio)
+        gt_band, pred_band = label_boundary(torch.stack([gt, pred]), d)
+        valid = gt != ignore_index
+        gt_in = gt_band & valid & (gt >= 0) & (gt < num_classes)
+        pred_in = pred_band & valid & (pred >= 0) & (pred < num_classes)
+        both = gt_in & pred_in & (gt == pred)
+        # One bincount for the three histograms: excluded pixels go to the spare bin C.
+        n = num_classes + 1
+        codes = torch.stack([torch.where(gt_in, gt, num_classes),
+                             torch.where(pred_in, pred, num_classes) + n,
+                             torch.where(both, gt, num_classes) + 2 * n])
+        counts = torch.bincount(codes.flatten().long(), minlength=3 * n).reshape(3, n)
+        area_gt, area_pred, intersect = counts[:, :num_classes].cpu()
         union = area_gt + area_pred - intersect
-        return intersect.cpu(), union.cpu(), d
+        return intersect, union, d
 
     def process(self, data_batch: Any, data_samples: Sequence[dict]) -> None:
         """Append ``(intersection, union, d)`` of every sample to ``self.results``.
