@@ -32,6 +32,7 @@ DELTA = {
 def _mmdet():
     from mmdet.utils import register_all_modules
     register_all_modules()
+    import fade_mm.det  # noqa: F401  (what the configs' custom_imports load)
 
 
 def _upsampler(path):

@@ -11,6 +11,7 @@ from mmengine.model import BaseModule
 from torch import Tensor
 
 from .._checks import check_choice
+from ..upsamplers.utils import build_upsamplers
 
 TOPOLOGIES = ('fpn', 'fpn_carafe')
 FUSIONS = ('add', 'none')
@@ -92,9 +93,8 @@ class UpsamplerFPN(BaseModule):
                 for i in range(extra))
         self.fpn_convs = nn.ModuleList(conv(out_channels, 3)
                                        for _ in range(len(self.lateral_convs)))
-        self.upsamplers = nn.ModuleList(
-            MODELS.build(dict(self.upsample_cfg, in_channels=out_channels, scale_factor=2))
-            for _ in range(len(self.lateral_convs) - 1))
+        self.upsamplers = build_upsamplers(self.upsample_cfg, out_channels,
+                                           len(self.lateral_convs) - 1, MODELS)
 
     def init_weights(self) -> None:
         # init_cfg would re-initialise every Conv2d, the upsamplers' too (e.g. CARAFE's and

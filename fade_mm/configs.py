@@ -1,0 +1,30 @@
+"""Config helpers for CPU runs on the synthetic data (mmengine only)."""
+from __future__ import annotations
+
+import os
+from typing import Optional
+
+from mmengine.config import Config
+
+DATALOADERS = ('train_dataloader', 'val_dataloader', 'test_dataloader')
+
+
+def apply_overlay(cfg: Config, overlay: str, data_root: Optional[str] = None,
+                  work_dir: Optional[str] = None) -> Config:
+    """Merge an overlay config file (e.g. ``configs/_base_/synthetic_ade.py``) over ``cfg``.
+
+    Lists (pipelines, evaluators) in the overlay replace the config's, dicts merge key by key.
+    ``data_root`` re-points every dataloader (the overlay's own default is
+    ``data/synthetic/...`` relative to the working directory).
+    """
+    over = Config.fromfile(overlay).to_dict()
+    for key in ('data_root', 'classes', 'crop_size', 'scale', '_dataset'):
+        over.pop(key, None)  # helper variables of the overlay file, not settings
+    cfg.merge_from_dict(over, allow_list_keys=False)
+    if data_root is not None:
+        for key in DATALOADERS:
+            if key in cfg:
+                cfg[key].dataset.data_root = os.fspath(data_root)
+    if work_dir is not None:
+        cfg.work_dir = os.fspath(work_dir)
+    return cfg

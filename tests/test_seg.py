@@ -1,0 +1,170 @@
+"""mmseg integration: heads, every config in configs/segformer and configs/upernet, a Runner."""
+import glob
+import os
+
+import pytest
+import torch
+from mmengine.config import Config
+
+pytestmark = pytest.mark.threads
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CFG = os.path.join(ROOT, 'configs')
+UPS = ['bilinear', 'deconv', 'pixel-shuffle', 'carafe', 'fade', 'fade-nogate', 'fade-lite',
+       'sapa', 'dysample', 'a2u', 'indexnet']
+TAIL = '1xb16-160k_ade20k-512x512.py'
+# Published SegFormer-B1 deltas (six upsamplers at 256 channels).
+B1_DELTA = {'fade': 285_084, 'fade-lite': 79_992, 'carafe': 444_888, 'a2u': 120_252}
+
+
+@pytest.fixture(scope='module', autouse=True)
+def _mmseg():
+    from mmseg.utils import register_all_modules
+    register_all_modules()
+    import fade_mm.seg  # noqa: F401  (what the configs' custom_imports load)
+
+
+def _build(path):
+    from mmseg.registry import MODELS
+    cfg = Config.fromfile(path)
+    return cfg, MODELS.build(cfg.model)
+
+
+def _params(m):
+    return sum(p.numel() for p in m.parameters())
+
+
+def _module_params(up_cfg, channels):
+    from mmengine.registry import MODELS
+    return _params(MODELS.build(dict(up_cfg, in_channels=channels, scale_factor=2)))
+
+
+@pytest.mark.parametrize('stem,baseline,per_head', [
+    ('segformer/segformer_mit-b1', 13_716_822, 6),
+    ('upernet/upernet_r50', 66_516_108, 3),
+])
+def test_published_baselines_and_deltas(stem, baseline, per_head):
+    deltas = {}
+    for up in UPS:
+        cfg, model = _build(os.path.join(CFG, f'{stem}_{up}_{TAIL}'))
+        evaluators = [e['type'] for e in cfg.val_evaluator]
+        assert evaluators == ['IoUMetric', 'BoundaryIoUMetric']
+        assert cfg.train_dataloader.batch_size == 16
+        deltas[up] = _params(model) - baseline
+        up_cfg = cfg.model.decode_head.upsample_cfg
+        want = 0 if up_cfg is None else per_head * _module_params(
+            up_cfg, cfg.model.decode_head.channels)
+        assert deltas[up] == want, (up, deltas[up], want)
+    print('\n'.join(f'{stem} {k}: {v:+,}' for k, v in deltas.items()))
+    if 'segformer' in stem:
+        assert {k: deltas[k] for k in B1_DELTA} == B1_DELTA
+
+
+def test_every_config_parses_and_builds():
+    paths = sorted(glob.glob(os.path.join(CFG, 'segformer', '*.py')) +
+                   glob.glob(os.path.join(CFG, 'upernet', '*.py')))
+    assert len(paths) == 6 * len(UPS) + 2 * len(UPS)
+    for path in paths:
+        cfg, model = _build(path)
+        head = model.decode_head
+        if cfg.model.decode_head.upsample_cfg is None:
+            assert head.upsamplers is None
+        else:
+            n = 6 if 'segformer' in path else 3
+            assert len(head.upsamplers) == n
+        del model
+
+
+def _seg_batch(model, shapes, num_classes, training):
+    from mmseg.structures import SegDataSample
+    from mmengine.structures import PixelData
+    inputs, samples = [], []
+    for h, w in shapes:
+        inputs.append(torch.randint(0, 255, (3, h, w), dtype=torch.uint8))
+        s = SegDataSample(metainfo=dict(img_shape=(h, w), ori_shape=(h, w)))
+        s.gt_sem_seg = PixelData(data=torch.randint(0, num_classes, (1, h, w)))
+        samples.append(s)
+    return model.data_preprocessor(dict(inputs=inputs, data_samples=samples), training)
+
+
+@pytest.mark.parametrize('family', ['segformer/segformer_mit-b1', 'upernet/upernet_r50'])
+@pytest.mark.parametrize('up', UPS)
+def test_train_step_and_odd_size_inference(family, up):
+    cfg, model = _build(os.path.join(CFG, f'{family}_{up}_{TAIL}'))
+    model.data_preprocessor.size = None  # keep the odd sizes below
+    model.data_preprocessor.size_divisor = 1
+    model.train()
+    data = _seg_batch(model, [(67, 93), (67, 93)], 150, True)
+    losses = model(**data, mode='loss')
+    total = sum(v for k, v in losses.items() if 'loss' in k)
+    assert torch.isfinite(total)
+    total.backward()
+    ups = model.decode_head.upsamplers
+    if ups is not None and _params(ups):
+        grads = {n: p.grad for n, p in ups.named_parameters()}
+        unused = {n for n, g in grads.items() if g is None}
+        assert all('proj_down' in n for n in unused), unused  # A2U's documented spare
+        assert sum(float(g.abs().sum()) for g in grads.values() if g is not None) > 0
+    model.eval()
+    with torch.no_grad():
+        data = _seg_batch(model, [(75, 101)], 150, False)  # 1/4 = 19x26, 1/32 = 3x4
+        out = model(**data, mode='predict')
+    assert out[0].pred_sem_seg.data.shape == (1, 75, 101)
+
+
+def test_uper_head_fpn_out_upsamplers():
+    from mmseg.registry import MODELS
+    base = dict(type='UpsamplerUPerHead', in_channels=[8, 16, 32, 64], in_index=[0, 1, 2, 3],
+                channels=8, num_classes=3, norm_cfg=dict(type='BN'), align_corners=False)
+    head = MODELS.build(dict(base, upsample_cfg=dict(type='FADE'), upsample_fpn_outs=True))
+    assert len(head.upsamplers) == 3 and len(head.fpn_out_upsamplers) == 6
+    head.eval()
+    feats = [torch.randn(1, c, s, s) for c, s in zip([8, 16, 32, 64], [19, 10, 5, 3])]
+    assert head(feats).shape == (1, 3, 19, 19)
+    plain = MODELS.build(base)
+    assert plain.upsamplers is None and plain.fpn_out_upsamplers is None
+    with pytest.raises(ValueError, match='`upsample_fpn_outs`=True needs'):
+        MODELS.build(dict(base, upsample_fpn_outs=True))
+
+
+def test_segformer_head_cascade_order_and_bilinear_equivalence():
+    from mmseg.registry import MODELS
+    from mmseg.models.decode_heads import SegformerHead
+    base = dict(in_channels=[8, 16, 32, 64], in_index=[0, 1, 2, 3], channels=8,
+                num_classes=3, norm_cfg=dict(type='BN'), align_corners=False)
+    feats = [torch.randn(2, c, h, w)
+             for c, h, w in zip([8, 16, 32, 64], [21, 11, 6, 3], [22, 11, 6, 3])]
+    ours = MODELS.build(dict(base, type='UpsamplerSegformerHead')).eval()
+    ref = SegformerHead(**base).eval()
+    ref.load_state_dict(ours.state_dict())
+    torch.testing.assert_close(ours(feats), ref(feats))
+    # With nearest upsamplers the cascade is a chain of exact x2 nearest steps + crops.
+    near = MODELS.build(dict(base, type='UpsamplerSegformerHead',
+                             upsample_cfg=dict(type='NearestUpsample'))).eval()
+    assert len(near.upsamplers) == 6
+    proj = [conv(f) for conv, f in zip(near.convs, feats)]
+    up = [proj[0]] + [p.repeat_interleave(2 ** i, 2).repeat_interleave(2 ** i, 3)[:, :, :21, :22]
+                      for i, p in enumerate(proj[1:], 1)]
+    want = near.cls_seg(near.fusion_conv(torch.cat(up, 1)))
+    torch.testing.assert_close(near(feats), want)
+
+
+@pytest.mark.slow
+def test_runner_trains_and_evaluates_miou_and_biou(tmp_path):
+    from mmengine.runner import Runner
+    from fade_mm.configs import apply_overlay
+    from fade_mm.datasets.synthetic_seg import make_synthetic_ade
+    make_synthetic_ade(str(tmp_path / 'data'), num_train=8, num_val=3, seed=0)
+    cfg = Config.fromfile(os.path.join(CFG, 'segformer', f'segformer_mit-b0_fade_{TAIL}'))
+    apply_overlay(cfg, os.path.join(CFG, '_base_', 'synthetic_ade.py'),
+                  data_root=tmp_path / 'data', work_dir=tmp_path / 'work')
+    cfg.train_cfg = dict(type='IterBasedTrainLoop', max_iters=4, val_interval=4)
+    cfg.param_scheduler = []
+    cfg.train_dataloader.batch_size = 2
+    cfg.default_hooks.checkpoint = dict(type='CheckpointHook', interval=4)
+    cfg.default_hooks.logger = dict(type='LoggerHook', interval=1)
+    runner = Runner.from_cfg(cfg)
+    runner.train()
+    metrics = runner.val_loop.run()
+    assert {'mIoU', 'bIoU', 'aAcc', 'mAcc'} <= set(metrics)
+    assert 0 <= metrics['bIoU'] <= 100 and 0 <= metrics['mIoU'] <= 100
