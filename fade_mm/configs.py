@@ -18,13 +18,21 @@ def apply_overlay(cfg: Config, overlay: str, data_root: Optional[str] = None,
     ``data/synthetic/...`` relative to the working directory).
     """
     over = Config.fromfile(overlay).to_dict()
+    default_root = over.get('data_root')
     for key in ('data_root', 'classes', 'crop_size', 'scale', '_dataset'):
         over.pop(key, None)  # helper variables of the overlay file, not settings
     cfg.merge_from_dict(over, allow_list_keys=False)
     if data_root is not None:
+        root = os.fspath(data_root)
         for key in DATALOADERS:
             if key in cfg:
-                cfg[key].dataset.data_root = os.fspath(data_root)
+                cfg[key].dataset.data_root = root
+        for key in ('val_evaluator', 'test_evaluator'):
+            evaluators = cfg.get(key)
+            for ev in evaluators if isinstance(evaluators, list) else [evaluators]:
+                ann = ev.get('ann_file') if ev else None
+                if ann and default_root and ann.startswith(default_root):
+                    ev['ann_file'] = root + ann[len(default_root):]
     if work_dir is not None:
         cfg.work_dir = os.fspath(work_dir)
     return cfg
