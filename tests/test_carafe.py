@@ -69,7 +69,6 @@ def test_grad_of_one_input_only_and_sum_gradient():
 
 def test_no_full_resolution_unfold(monkeypatch):
     """Largest tensor created stays well below k*k*C*sH*sW elements."""
-    import fade_mm.ops.carafe as mod
     b, c, h, w, k, s = 1, 16, 12, 12, 5, 2
     x, m = _inputs(b, c, h, w, k, 1, s, dtype=torch.float32)
     x.requires_grad_()

@@ -28,15 +28,16 @@ In an mmdet config::
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import os
 import os.path as osp
 import re
-from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import cv2
 import numpy as np
+
+from ._common import ImageSize, normalise_size, parse_size, sha256, write_atomic
 
 __all__ = ['SHAPE_CLASSES', 'SHAPE_PALETTE', 'synthetic_det_classes', 'make_synthetic_coco']
 
@@ -72,7 +73,6 @@ THIN_MIN_ASPECT = 5.0
 _SPLITS = ('train', 'val')
 _IMAGE_NAME = re.compile(r'^\d{6}\.(png|jpg)$')
 
-ImageSize = Union[int, Tuple[int, int], Tuple[Tuple[int, int], Tuple[int, int]]]
 
 
 def synthetic_det_classes(num_classes: int = 4) -> Tuple[str, ...]:
@@ -89,25 +89,6 @@ def synthetic_det_classes(num_classes: int = 4) -> Tuple[str, ...]:
     return SHAPE_CLASSES[:num_classes]
 
 
-def _normalise_size(image_size: ImageSize) -> Tuple[Tuple[int, int], Tuple[int, int]]:
-    """Turns every accepted ``image_size`` form into inclusive ``((h_lo, h_hi), (w_lo, w_hi))``."""
-    def as_range(v: Any) -> Tuple[int, int]:
-        if isinstance(v, (int, np.integer)):
-            return int(v), int(v)
-        lo, hi = (int(x) for x in v)
-        return lo, hi
-
-    if isinstance(image_size, (int, np.integer)):
-        rng_h = rng_w = as_range(image_size)
-    else:
-        if len(image_size) != 2:
-            raise ValueError(f'image_size must be int, (H, W) or ((h_lo, h_hi), (w_lo, w_hi)), '
-                             f'got {image_size!r}')
-        rng_h, rng_w = as_range(image_size[0]), as_range(image_size[1])
-    for lo, hi in (rng_h, rng_w):
-        if not 32 <= lo <= hi:
-            raise ValueError(f'image sides must satisfy 32 <= lo <= hi, got {image_size!r}')
-    return rng_h, rng_w
 
 
 # ----------------------------------------------------------------------------- rendering
@@ -313,17 +294,7 @@ def _box_stats(objects: Sequence[Dict[str, Any]], img_h: int, img_w: int) -> Dic
     return c
 
 
-def _sha256(path: str) -> str:
-    with open(path, 'rb') as f:
-        return hashlib.sha256(f.read()).hexdigest()
 
-
-def _write_atomic(path: str, data: bytes) -> None:
-    # A crash mid-write must not leave a half file that a later run would trust.
-    tmp = path + '.tmp'
-    with open(tmp, 'wb') as f:
-        f.write(data)
-    os.replace(tmp, path)
 
 
 def _dumps(obj: Any) -> bytes:
@@ -373,7 +344,7 @@ def _generate_split(root: str, split: str, n: int, params: Dict[str, Any]) -> Di
         ok, buf = cv2.imencode('.' + ext, cv2.cvtColor(img, cv2.COLOR_RGB2BGR), encode)
         if not ok:  # pragma: no cover - OpenCV built without the codec
             raise RuntimeError(f'OpenCV cannot encode .{ext}')
-        _write_atomic(osp.join(img_dir, name), buf.tobytes())
+        write_atomic(osp.join(img_dir, name), buf.tobytes())
         written.add(name)
         images.append(dict(id=i + 1, file_name=name, height=img_h, width=img_w))
         for o in objects:
@@ -399,7 +370,7 @@ def _generate_split(root: str, split: str, n: int, params: Dict[str, Any]) -> Di
         categories=[dict(id=c + 1, name=SHAPE_CLASSES[c], supercategory='shape')
                     for c in range(num_classes)])
     ann_file = osp.join(root, 'annotations', f'instances_{split}.json')
-    _write_atomic(ann_file, _dumps(coco))
+    write_atomic(ann_file, _dumps(coco))
     stats['per_class'] = dict(zip(SHAPE_CLASSES[:num_classes], per_class))
     return stats
 
@@ -433,7 +404,7 @@ def _reusable(root: str, params: Dict[str, Any]) -> Optional[Dict[str, Any]]:
             return None
         for split in _SPLITS:
             ann = osp.join(root, 'annotations', f'instances_{split}.json')
-            if _sha256(ann) != manifest['sha256'][split]:
+            if sha256(ann) != manifest['sha256'][split]:
                 return None
             with open(ann, 'rb') as f:
                 names = [im['file_name'] for im in json.loads(f.read())['images']]
@@ -503,7 +474,7 @@ def make_synthetic_coco(root: str,
         raise ValueError(f"image_format must be 'png' or 'jpg', got {image_format!r}")
     synthetic_det_classes(num_classes)  # validates
     params = dict(version=GENERATOR_VERSION, num_train=int(num_train), num_val=int(num_val),
-                  image_size=[list(r) for r in _normalise_size(image_size)],
+                  image_size=[list(r) for r in normalise_size(image_size, 32)],
                   num_classes=int(num_classes), seed=int(seed), max_objects=int(max_objects),
                   empty_ratio=float(empty_ratio), image_format=image_format)
     root = osp.abspath(root)
@@ -521,26 +492,15 @@ def make_synthetic_coco(root: str,
     stats = {split: _generate_split(root, split, n, params)
              for split, n in zip(_SPLITS, (num_train, num_val))}
     manifest = dict(params=params, stats=stats, sha256={
-        split: _sha256(osp.join(root, 'annotations', f'instances_{split}.json'))
+        split: sha256(osp.join(root, 'annotations', f'instances_{split}.json'))
         for split in _SPLITS})
-    _write_atomic(manifest_path, json.dumps(manifest, indent=1).encode('utf-8'))
+    write_atomic(manifest_path, json.dumps(manifest, indent=1).encode('utf-8'))
     return _result(root, params, stats, generated=True)
 
 
 # ----------------------------------------------------------------------------- CLI
 
-def _parse_size(text: str) -> ImageSize:
-    """``'160'``, ``'128x192'``, ``'128-192'`` or ``'128-192x100-150'`` (H x W, ranges inclusive)."""
-    def side(t: str) -> Tuple[int, int]:
-        lo, _, hi = t.partition('-')
-        return int(lo), int(hi or lo)
 
-    parts = text.lower().split('x')
-    if len(parts) == 1:
-        return side(parts[0]), side(parts[0])
-    if len(parts) == 2:
-        return side(parts[0]), side(parts[1])
-    raise argparse.ArgumentTypeError(f'bad image size {text!r}')
 
 
 def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
@@ -553,7 +513,7 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
     ap.add_argument('--num-val', type=int, default=50)
     ap.add_argument('--num-classes', type=int, default=4,
                     help=f'1..{len(SHAPE_CLASSES)}: {", ".join(SHAPE_CLASSES)}')
-    ap.add_argument('--image-size', type=_parse_size, default='128-192',
+    ap.add_argument('--image-size', type=parse_size, default='128-192',
                     help="'160', 'HxW', 'LO-HI' (both sides) or 'LO-HIxLO-HI'")
     ap.add_argument('--seed', type=int, default=0)
     ap.add_argument('--max-objects', type=int, default=8)

@@ -47,10 +47,12 @@ import json
 import os
 import os.path as osp
 import re
-from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import cv2
 import numpy as np
+
+from ._common import ImageSize, normalise_size, parse_size, sha256, write_atomic
 
 __all__ = ['ADE20K_HEAD_CLASSES', 'synthetic_seg_classes', 'class_roles',
            'synthetic_seg_palette', 'make_synthetic_ade']
@@ -87,7 +89,6 @@ SPLITS = ('training', 'validation')
 _NAME = re.compile(r'^synthetic_(training|validation)_\d{6}\.(jpg|png)$')
 MIN_SIDE = 32
 
-ImageSize = Union[int, Tuple[int, int], Tuple[Tuple[int, int], Tuple[int, int]]]
 
 
 # ----------------------------------------------------------------------------- classes
@@ -287,35 +288,9 @@ def _render(rng: np.random.Generator, h: int, w: int,
 
 # ----------------------------------------------------------------------------- files
 
-def _normalise_size(image_size: ImageSize) -> Tuple[Tuple[int, int], Tuple[int, int]]:
-    def as_range(v: Any) -> Tuple[int, int]:
-        lo, hi = (v, v) if isinstance(v, (int, np.integer)) else tuple(v)
-        lo, hi = int(lo), int(hi)
-        if not MIN_SIDE <= lo <= hi:
-            raise ValueError(f'image sides must satisfy {MIN_SIDE} <= lo <= hi, got {v!r}')
-        return lo, hi
-
-    if isinstance(image_size, (int, np.integer)):
-        return as_range(image_size), as_range(image_size)
-    try:
-        h, w = image_size
-    except (TypeError, ValueError):
-        raise ValueError(f'image_size must be int, (H, W) or ((h_lo, h_hi), (w_lo, w_hi)), '
-                         f'got {image_size!r}') from None
-    return as_range(h), as_range(w)
 
 
-def _sha256(path: str) -> str:
-    with open(path, 'rb') as f:
-        return hashlib.sha256(f.read()).hexdigest()
 
-
-def _write_atomic(path: str, data: bytes) -> None:
-    # A crash mid-write must not leave a half file that a later run would trust.
-    tmp = path + '.tmp'
-    with open(tmp, 'wb') as f:
-        f.write(data)
-    os.replace(tmp, path)
 
 
 def _encode(ext: str, array: np.ndarray, params: Sequence[int] = ()) -> bytes:
@@ -350,7 +325,7 @@ def _generate_split(root: str, split: str, n: int, params: Dict[str, Any]) -> Di
         for path, data in ((osp.join(img_dir, stem + '.jpg'),
                             _encode('.jpg', cv2.cvtColor(img, cv2.COLOR_RGB2BGR), jpeg)),
                            (osp.join(ann_dir, stem + '.png'), _encode('.png', lab))):
-            _write_atomic(path, data)
+            write_atomic(path, data)
             rel = osp.relpath(path, root).replace(os.sep, '/')
             hashes[rel] = hashlib.sha256(data).hexdigest()
             keep.add(osp.basename(path))
@@ -373,7 +348,7 @@ def _reusable(root: str, params: Dict[str, Any]) -> Optional[Dict[str, Any]]:
             return None
         for split in SPLITS:
             for rel, digest in manifest['stats'][split]['hashes'].items():
-                if _sha256(osp.join(root, rel)) != digest:
+                if sha256(osp.join(root, rel)) != digest:
                     return None
         return manifest
     except (OSError, ValueError, KeyError, TypeError):
@@ -442,7 +417,7 @@ def make_synthetic_ade(root: str,
         raise ValueError('num_train and num_val must be >= 0')
     synthetic_seg_classes(num_classes)  # validates
     params = dict(version=GENERATOR_VERSION, num_train=int(num_train), num_val=int(num_val),
-                  image_size=[list(r) for r in _normalise_size(image_size)],
+                  image_size=[list(r) for r in normalise_size(image_size, MIN_SIDE)],
                   num_classes=int(num_classes), seed=int(seed))
     root = osp.abspath(root)
 
@@ -458,28 +433,14 @@ def make_synthetic_ade(root: str,
         os.remove(manifest_path)
     stats = {split: _generate_split(root, split, n, params)
              for split, n in zip(SPLITS, (num_train, num_val))}
-    _write_atomic(manifest_path,
+    write_atomic(manifest_path,
                   json.dumps(dict(params=params, stats=stats), indent=1).encode('utf-8'))
     return _result(root, params, stats, generated=True)
 
 
 # ----------------------------------------------------------------------------- CLI
 
-def _parse_size(text: str) -> ImageSize:
-    """``'160'``, ``'128x192'``, ``'128-192'`` or ``'128-160x160-224'`` (H x W, inclusive)."""
-    def side(t: str) -> Tuple[int, int]:
-        lo, _, hi = t.partition('-')
-        return int(lo), int(hi or lo)
 
-    parts = text.lower().split('x')
-    try:
-        if len(parts) == 1:
-            return side(parts[0]), side(parts[0])
-        if len(parts) == 2:
-            return side(parts[0]), side(parts[1])
-    except ValueError:
-        pass
-    raise argparse.ArgumentTypeError(f'bad image size {text!r}')
 
 
 def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
@@ -492,7 +453,7 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
     ap.add_argument('--num-val', type=int, default=50)
     ap.add_argument('--num-classes', type=int, default=12,
                     help=f'{MIN_CLASSES}..{MAX_CLASSES} (ADE20K names, in order)')
-    ap.add_argument('--image-size', type=_parse_size, default='128-160x160-224',
+    ap.add_argument('--image-size', type=parse_size, default='128-160x160-224',
                     help="'160', 'HxW', 'LO-HI' (both sides) or 'LO-HIxLO-HI'")
     ap.add_argument('--seed', type=int, default=0)
     ap.add_argument('--force', action='store_true', help='regenerate even if up to date')
