@@ -157,8 +157,7 @@ def pictures(work_root: Path, data_root: Path) -> None:
         if len(pairs) == 2:
             out = work_root / f'compare_{task}.png'
             code = subprocess.call([sys.executable, str(compare), *pairs, '--img', str(img),
-                                    '--out', str(out), '--synthetic', str(data_root / task)],
-                                   cwd=ROOT)
+                                    '--out', str(out)], cwd=ROOT)
             if code == 0:
                 say(f'picture: {out}')
     vis = sorted(work_root.glob('*/upsampler_vis/**/*.png'))

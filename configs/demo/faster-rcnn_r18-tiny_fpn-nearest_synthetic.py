@@ -40,3 +40,9 @@ default_hooks = dict(logger=dict(interval=50),
 log_processor = dict(by_epoch=False)
 randomness = dict(seed=0)
 auto_scale_lr = dict(enable=False)
+
+# PNGs of every upsampler's input, guide, output (and FADE's gate) on a fixed val image,
+# every 100 iterations and after training: work_dir/upsampler_vis/
+custom_imports = dict(imports=['fade_mm.det', 'fade_mm.visualization'],
+                      allow_failed_imports=False)
+custom_hooks = [dict(type='UpsamplerVisHook', interval=100)]

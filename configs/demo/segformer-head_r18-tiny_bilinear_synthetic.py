@@ -25,3 +25,9 @@ param_scheduler = [
 default_hooks = dict(logger=dict(interval=50),
                      checkpoint=dict(by_epoch=False, interval=max_iters))
 randomness = dict(seed=0)
+
+# PNGs of every upsampler's input, guide, output (and FADE's gate) on a fixed val image,
+# every 100 iterations and after training: work_dir/upsampler_vis/
+custom_imports = dict(imports=['fade_mm.seg', 'fade_mm.visualization'],
+                      allow_failed_imports=False)
+custom_hooks = [dict(type='UpsamplerVisHook', interval=100)]
