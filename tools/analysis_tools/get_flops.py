@@ -379,11 +379,17 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
                    help='override settings of the config(s), e.g. '
                    'model.decode_head.upsample_cfg.type=FADELite')
     args = p.parse_args(argv)
-    if len(args.shape) == 1:
-        args.shape = args.shape * 2
-    if len(args.shape) != 2 or min(args.shape) < 1:
-        p.error(f'--shape takes H W (or one number), positive, got {args.shape}')
+    args.shape = parse_shape(p, args.shape)
     return args
+
+
+def parse_shape(parser: argparse.ArgumentParser, shape: List[int]) -> List[int]:
+    """``--shape``: ``H W``, or one number for a square; exits with a usage error otherwise."""
+    if len(shape) == 1:
+        shape = shape * 2
+    if len(shape) != 2 or min(shape) < 1:
+        parser.error(f'--shape takes H W (or one number), positive, got {shape}')
+    return shape
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

@@ -651,10 +651,7 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     p.add_argument('--device', choices=['auto', 'meta', 'cpu'], default='auto',
                    help='where FLOPs are counted (see get_flops.py)')
     args = p.parse_args(argv)
-    if len(args.shape) == 1:
-        args.shape = args.shape * 2
-    if len(args.shape) != 2 or min(args.shape) < 1:
-        p.error(f'--shape takes H W (or one number), positive, got {args.shape}')
+    args.shape = get_flops.parse_shape(p, args.shape)
     return args
 
 
