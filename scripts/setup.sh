@@ -3,7 +3,7 @@
 # the pinned OpenMMLab stack and the package itself, then an import check.
 #
 #   bash scripts/setup.sh            # CPU torch==2.13.0 unless a torch is already in .venv
-#   TORCH="torch==2.5.1" bash ...    # keep/install another torch (e.g. a CUDA build)
+#   TORCH="torch==2.5.1 --index-url URL" bash ...   # install another torch (e.g. CUDA build)
 #   PYTHON=python3.11 bash ...       # interpreter used to create .venv
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -18,7 +18,7 @@ trap fail ERR
 
 # The stamp holds a hash of everything that decides what gets installed; when it matches and
 # the imports still work, a re-run is a no-op (seconds, not minutes).
-want_hash=$(cat requirements.txt pyproject.toml scripts/setup.sh | sha256sum | cut -c1-16)
+want_hash=$( (cat requirements.txt pyproject.toml scripts/setup.sh; echo "$TORCH") | sha256sum | cut -c1-16)
 if [[ -f "$STAMP" && "$(cat "$STAMP")" == "$want_hash" ]] && \
    "$VENV/bin/python" -c "import mmcv._ext, mmdet, mmseg, fade_mm" 2>/dev/null; then
   echo "[setup] up to date ($VENV)"
@@ -37,7 +37,9 @@ step "torch ($TORCH)"
 if "$PY" -c "import torch" 2>/dev/null && [[ "$TORCH" == "torch==2.13.0" ]]; then
   echo "[setup] keeping installed torch $("$PY" -c 'import torch; print(torch.__version__)')"
 else
-  "${PIP[@]}" -q "$TORCH"
+  # unquoted on purpose: TORCH may carry pip options, e.g. "torch==2.5.1 --index-url URL"
+  # shellcheck disable=SC2086
+  "${PIP[@]}" -q $TORCH
 fi
 
 step "mmcv 2.1.0 from sdist with compiled ops (first time ~20 min; cached wheel afterwards)"
