@@ -43,3 +43,22 @@ def semi_shift_ref(enc, dec, weight, bias, s, groups=1):
     if bias is not None:
         out += bias[None, :, None, None]
     return out
+
+
+def largest_tensor_numel(fn):
+    """Run ``fn()`` and return the element count of the largest tensor any op produced
+    (forward and backward alike), to check a formulation never materialises a big one."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+    sizes = [0]
+
+    class Track(TorchDispatchMode):
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            out = func(*args, **(kwargs or {}))
+            for t in (out if isinstance(out, (tuple, list)) else (out,)):
+                if isinstance(t, torch.Tensor):
+                    sizes.append(t.numel())
+            return out
+
+    with Track():
+        fn()
+    return max(sizes)
