@@ -46,6 +46,18 @@ def output_size(owner: str, x: Tensor, guide: Optional[Tensor], scale: int,
     return big_h, big_w
 
 
+def guided_output_size(owner: str, x: Tensor, guide: Optional[Tensor], channels: int,
+                       scale: int, guide_channels: Optional[int] = None) -> Tuple[int, int]:
+    """The checks of a guided upsampler's forward: ``x`` with ``channels`` channels and a
+    required guide with ``guide_channels`` (default ``channels``); returns the output size."""
+    check_feature(owner, 'x', x, channels)
+    guide_channels = channels if guide_channels is None else guide_channels
+    if guide is None:
+        raise ValueError(f'{owner}: `guide` (the encoder feature, (B, {guide_channels}, H, W)) '
+                         f'is required, got None')
+    return output_size(owner, x, guide, scale, guide_channels)
+
+
 def check_choice(owner: str, name: str, value, choices) -> None:
     if value not in choices:
         raise ValueError(f'{owner}: `{name}` must be one of {tuple(choices)}, got {value!r}')

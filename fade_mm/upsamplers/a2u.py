@@ -17,7 +17,7 @@ from mmengine.registry import MODELS
 from torch import Tensor
 
 from ..ops import carafe
-from .._checks import check_choice, check_feature, check_int, output_size
+from .._checks import check_choice, check_feature, check_int, guided_output_size
 
 KERNEL_NORMS = ('sigmoid_softmax', 'softmax')
 
@@ -228,12 +228,8 @@ class A2U(nn.Module):
         return out
 
     def forward(self, x: Tensor, guide: Optional[Tensor] = None) -> Tensor:
-        name = type(self).__name__
-        check_feature(name, 'x', x, self.in_channels)
-        if guide is None:
-            raise ValueError(f'{name}: `guide` (the encoder feature, (B, {self.in_channels}, '
-                             f'H, W)) is required, got None')
-        big_h, big_w = output_size(name, x, guide, self.scale_factor, self.in_channels)
+        big_h, big_w = guided_output_size(type(self).__name__, x, guide, self.in_channels,
+                                          self.scale_factor)
         kernels = self.up_kernels(guide)
         up = carafe(x, kernels, self.up_kernel, 1, self.scale_factor)
         return up[:, :, :big_h, :big_w]

@@ -17,7 +17,7 @@ from mmengine.registry import MODELS
 from torch import Tensor
 
 from ..ops import SEMI_SHIFT_IMPLS, carafe, semi_shift_conv
-from .._checks import check_choice, check_feature, check_int, output_size
+from .._checks import check_choice, check_int, guided_output_size
 
 KERNEL_SOURCES = ('both', 'encoder', 'decoder')
 KERNEL_GENERATORS = ('semi_shift', 'naive')
@@ -166,12 +166,8 @@ class FADE(nn.Module):
         return torch.sigmoid(_up_crop(self.gate(x), self.scale_factor, out_h, out_w))
 
     def forward(self, x: Tensor, guide: Optional[Tensor] = None) -> Tensor:
-        name = type(self).__name__
-        check_feature(name, 'x', x, self.in_channels)
-        if guide is None:
-            raise ValueError(f'{name}: `guide` (the encoder feature, (B, {self.in_channels}, '
-                             f'H, W)) is required, got None')
-        big_h, big_w = output_size(name, x, guide, self.scale_factor, self.in_channels)
+        big_h, big_w = guided_output_size(type(self).__name__, x, guide, self.in_channels,
+                                          self.scale_factor)
         s, k = self.scale_factor, self.up_kernel
         kernels = F.softmax(self.kernel_logits(x, guide), dim=1)
         pad_h, pad_w = s * x.shape[-2] - big_h, s * x.shape[-1] - big_w

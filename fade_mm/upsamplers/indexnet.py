@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from mmengine.registry import MODELS
 from torch import Tensor
 
-from .._checks import check_choice, check_feature, check_int, output_size
+from .._checks import check_choice, check_int, guided_output_size
 
 INDEX_MODES = ('holistic', 'o2o', 'm2o')
 INDEX_NORMS = ('sigmoid', 'sigmoid_softmax')
@@ -139,12 +139,8 @@ class IndexNet(nn.Module):
         return F.pixel_shuffle(idx.reshape(b, -1, h, w), s)
 
     def forward(self, x: Tensor, guide: Optional[Tensor] = None) -> Tensor:
-        name = type(self).__name__
-        check_feature(name, 'x', x, self.in_channels)
-        if guide is None:
-            raise ValueError(f'{name}: `guide` (the encoder feature, (B, {self.in_channels}, '
-                             f'H, W)) is required, got None')
-        big_h, big_w = output_size(name, x, guide, self.scale_factor, self.in_channels)
+        big_h, big_w = guided_output_size(type(self).__name__, x, guide, self.in_channels,
+                                          self.scale_factor)
         idx = self.indices(guide)[:, :, :big_h, :big_w]
         up = F.interpolate(x, scale_factor=self.scale_factor, mode='nearest')
         return idx * up[:, :, :big_h, :big_w]

@@ -19,7 +19,7 @@ from torch import Tensor
 from torch.autograd.function import once_differentiable
 
 from ..ops import carafe
-from .._checks import check_choice, check_feature, check_int, output_size
+from .._checks import check_choice, check_feature, check_int, guided_output_size
 
 VARIANTS = ('I', 'B', 'G')
 
@@ -269,11 +269,8 @@ class SAPA(nn.Module):
         return F.softmax(local_similarity(query, key, self.up_kernel, s), dim=1)
 
     def forward(self, x: Tensor, guide: Optional[Tensor] = None) -> Tensor:
-        name = type(self).__name__
-        check_feature(name, 'x', x, self.in_channels)
-        if guide is None:
-            raise ValueError(f'{name}: `guide` (the encoder feature, (B, '
-                             f'{self.guide_channels}, H, W)) is required, got None')
-        big_h, big_w = output_size(name, x, guide, self.scale_factor, self.guide_channels)
+        big_h, big_w = guided_output_size(type(self).__name__, x, guide, self.in_channels,
+                                          self.scale_factor,
+                                          self.guide_channels)
         up = carafe(x, self.kernels(x, guide), self.up_kernel, 1, self.scale_factor)
         return up[:, :, :big_h, :big_w]
