@@ -46,6 +46,14 @@ def output_size(owner: str, x: Tensor, guide: Optional[Tensor], scale: int,
     return big_h, big_w
 
 
+def unguided_output_size(owner: str, x: Tensor, guide: Optional[Tensor], channels: int,
+                         scale: int) -> Tuple[int, int]:
+    """The checks of an unguided upsampler's forward: ``x`` with ``channels`` channels and an
+    optional guide used for its size only; returns the output size."""
+    check_feature(owner, 'x', x, channels)
+    return output_size(owner, x, guide, scale)
+
+
 def guided_output_size(owner: str, x: Tensor, guide: Optional[Tensor], channels: int,
                        scale: int, guide_channels: Optional[int] = None) -> Tuple[int, int]:
     """The checks of a guided upsampler's forward: ``x`` with ``channels`` channels and a

@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from mmengine.registry import MODELS
 from torch import Tensor
 
-from .._checks import check_choice, check_feature, check_int, output_size
+from .._checks import check_choice, check_int, unguided_output_size
 
 
 @MODELS.register_module()
@@ -54,9 +54,8 @@ class BilinearUpsample(nn.Module):
                 f'align_corners={self.align_corners}')
 
     def forward(self, x: Tensor, guide: Optional[Tensor] = None) -> Tensor:
-        name = type(self).__name__
-        check_feature(name, 'x', x, self.in_channels)
-        out_h, out_w = output_size(name, x, guide, self.scale_factor)
+        out_h, out_w = unguided_output_size(type(self).__name__, x, guide,
+                                              self.in_channels, self.scale_factor)
         up = F.interpolate(x, scale_factor=self.scale_factor, mode='bilinear',
                            align_corners=self.align_corners)
         return up[:, :, :out_h, :out_w]

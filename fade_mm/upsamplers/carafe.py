@@ -16,7 +16,7 @@ from mmengine.registry import MODELS
 from torch import Tensor
 
 from ..ops.carafe import carafe
-from .._checks import check_feature, check_int, output_size
+from .._checks import check_int, unguided_output_size
 
 
 @MODELS.register_module()
@@ -112,9 +112,8 @@ class CARAFE(nn.Module):
         return kernels.view(b, c, big_h, big_w)
 
     def forward(self, x: Tensor, guide: Optional[Tensor] = None) -> Tensor:
-        name = type(self).__name__
-        check_feature(name, 'x', x, self.in_channels)
-        out_h, out_w = output_size(name, x, guide, self.scale_factor)
+        out_h, out_w = unguided_output_size(type(self).__name__, x, guide,
+                                              self.in_channels, self.scale_factor)
         kernels = self.kernel_normalizer(self.content_encoder(self.channel_compressor(x)))
         up = carafe(x, kernels, self.up_kernel, self.up_group, self.scale_factor)
         return up[:, :, :out_h, :out_w]

@@ -13,7 +13,7 @@ import torch.nn as nn
 from mmengine.registry import MODELS
 from torch import Tensor
 
-from .._checks import check_feature, check_int, output_size
+from .._checks import check_int, unguided_output_size
 
 
 def deconv_geometry(scale_factor: int) -> Tuple[int, int]:
@@ -71,7 +71,6 @@ class DeconvUpsample(nn.Module):
         return f'in_channels={self.in_channels}, scale_factor={self.scale_factor}'
 
     def forward(self, x: Tensor, guide: Optional[Tensor] = None) -> Tensor:
-        name = type(self).__name__
-        check_feature(name, 'x', x, self.in_channels)
-        out_h, out_w = output_size(name, x, guide, self.scale_factor)
+        out_h, out_w = unguided_output_size(type(self).__name__, x, guide,
+                                              self.in_channels, self.scale_factor)
         return self.deconv(x)[:, :, :out_h, :out_w]

@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from mmengine.registry import MODELS
 from torch import Tensor
 
-from .._checks import check_choice, check_feature, check_int, output_size
+from .._checks import check_choice, check_int, unguided_output_size
 
 STYLES = ('lp', 'pl')
 
@@ -159,8 +159,7 @@ class DySample(nn.Module):
         return out.view(b, c, s * h, s * w)
 
     def forward(self, x: Tensor, guide: Optional[Tensor] = None) -> Tensor:
-        name = type(self).__name__
-        check_feature(name, 'x', x, self.in_channels)
-        big_h, big_w = output_size(name, x, guide, self.scale_factor)
+        big_h, big_w = unguided_output_size(type(self).__name__, x, guide,
+                                              self.in_channels, self.scale_factor)
         out = self.sample(x, self.offsets(x))
         return out[:, :, :big_h, :big_w]

@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from mmengine.registry import MODELS
 from torch import Tensor
 
-from .._checks import check_feature, check_int, output_size
+from .._checks import check_int, unguided_output_size
 
 
 @MODELS.register_module()
@@ -66,8 +66,7 @@ class PixelShuffleUpsample(nn.Module):
                 f'upsample_kernel={self.upsample_kernel}')
 
     def forward(self, x: Tensor, guide: Optional[Tensor] = None) -> Tensor:
-        name = type(self).__name__
-        check_feature(name, 'x', x, self.in_channels)
-        out_h, out_w = output_size(name, x, guide, self.scale_factor)
+        out_h, out_w = unguided_output_size(type(self).__name__, x, guide,
+                                              self.in_channels, self.scale_factor)
         up = F.pixel_shuffle(self.upsample_conv(x), self.scale_factor)
         return up[:, :, :out_h, :out_w]
