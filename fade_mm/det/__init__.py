@@ -1,6 +1,6 @@
 """mmdet adapters: ``custom_imports=dict(imports=['fade_mm.det'])`` registers them (and the
 upsamplers) for mmdet configs."""
-import fade_mm  # noqa: F401  (registers the upsamplers in mmengine's root MODELS)
+from .. import registry  # noqa: F401  (registers the upsamplers in mmengine's root MODELS)
 
 from .fpn import UpsamplerFPN
 

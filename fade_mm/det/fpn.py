@@ -11,7 +11,7 @@ from mmengine.model import BaseModule
 from torch import Tensor
 
 from .._checks import check_choice
-from ..upsamplers.utils import build_upsamplers
+from ..registry import build_upsamplers
 
 TOPOLOGIES = ('fpn', 'fpn_carafe')
 FUSIONS = ('add', 'none')

@@ -1,6 +1,6 @@
 """mmseg adapters: ``custom_imports=dict(imports=['fade_mm.seg'])`` registers the heads, the
 bIoU metric (and the upsamplers) for mmseg configs."""
-import fade_mm  # noqa: F401  (registers the upsamplers in mmengine's root MODELS)
+from .. import registry  # noqa: F401  (registers the upsamplers in mmengine's root MODELS)
 
 from .biou_metric import BoundaryIoUMetric
 from .segformer_head import UpsamplerSegformerHead

@@ -8,7 +8,7 @@ from mmseg.models.decode_heads import SegformerHead
 from mmseg.registry import MODELS
 from torch import Tensor
 
-from ..upsamplers.utils import build_upsamplers
+from ..registry import build_upsamplers
 
 
 @MODELS.register_module()

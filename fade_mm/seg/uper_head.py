@@ -10,7 +10,7 @@ from mmseg.models.utils import resize
 from mmseg.registry import MODELS
 from torch import Tensor
 
-from ..upsamplers.utils import build_upsamplers
+from ..registry import build_upsamplers
 
 
 @MODELS.register_module()

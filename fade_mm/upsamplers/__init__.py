@@ -1,7 +1,8 @@
-"""Upsamplers registered in mmengine's root ``MODELS`` (visible from mmdet and mmseg).
+"""Feature upsamplers as plain ``nn.Module``s (torch only): ``forward(x, guide=None)``.
 
-Each class is registered under its own name; mmcv's lowercase 'nearest', 'bilinear',
-'deconv', 'pixel_shuffle' and 'carafe' stay mmcv's.
+With mmengine present, :mod:`fade_mm.registry` registers each class under its own name in
+mmengine's root ``MODELS``; mmcv's lowercase 'nearest', 'bilinear', 'deconv',
+'pixel_shuffle' and 'carafe' stay mmcv's.
 """
 from .a2u import A2U
 from .bilinear import BilinearUpsample

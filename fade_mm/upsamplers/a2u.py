@@ -13,7 +13,6 @@ from typing import Optional
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from mmengine.registry import MODELS
 from torch import Tensor
 
 from ..ops import carafe
@@ -22,7 +21,6 @@ from .._checks import check_choice, check_feature, check_int, guided_output_size
 KERNEL_NORMS = ('sigmoid_softmax', 'softmax')
 
 
-@MODELS.register_module()
 class A2U(nn.Module):
     """Affinity-aware upsampler: ``forward(x, guide) -> (B, C, H, W)``.
 
@@ -67,7 +65,7 @@ class A2U(nn.Module):
     (10,790 parameters at 256 channels).
 
     Args:
-        in_channels: channels ``C`` of both ``x`` and ``guide``.
+        in_channels: channels ``C`` of the decoder feature ``x`` (and of the output).
         scale_factor: integer upsampling ratio ``s``.
         up_kernel: odd reassembly kernel size ``k`` (3).
         encoder_kernel: size ``k_e`` of the bilinear encoding filters; ``k_e - s`` must be
@@ -78,9 +76,14 @@ class A2U(nn.Module):
             (32 for 256 channels; the official code hard-codes 32).
         kernel_norm: ``'sigmoid_softmax'`` (official) or ``'softmax'``.
         with_downsampler: keep the downsampling-kernel projection (see above).
+        guide_channels: channels ``C_g`` of the guide; defaults to ``in_channels`` (20,042
+            parameters at 256). Every learned layer of A2U reads the guide only, so a
+            different ``C_g`` just resizes them (``norm_groups`` must then divide ``C_g``):
+            ``4*C_g`` (norms) ``+ 2*(C_g+1)*f`` (filters, ``f = d`` or ``d*C_g``)
+            ``+ (1 or 2)*(C_g+1)*s*s*k*k*d`` (projections); no extra layer is added.
 
     Shapes:
-        x: ``(B, C, h, w)`` decoder feature; guide: ``(B, C, H, W)`` encoder feature with
+        x: ``(B, C, h, w)`` decoder feature; guide: ``(B, C_g, H, W)`` encoder feature with
         ``ceil(H/s) = h``, ``ceil(W/s) = w``; output: ``(B, C, H, W)``.
     """
 
@@ -89,10 +92,13 @@ class A2U(nn.Module):
     def __init__(self, in_channels: int, scale_factor: int = 2, up_kernel: int = 3,
                  encoder_kernel: Optional[int] = None, rank: int = 1, share: bool = True,
                  norm_groups: Optional[int] = None, kernel_norm: str = 'sigmoid_softmax',
-                 with_downsampler: bool = True) -> None:
+                 with_downsampler: bool = True, guide_channels: Optional[int] = None) -> None:
         super().__init__()
         name = type(self).__name__
         check_int(name, 'in_channels', in_channels, 1)
+        if guide_channels is None:
+            guide_channels = in_channels
+        check_int(name, 'guide_channels', guide_channels, 1)
         check_int(name, 'scale_factor', scale_factor, 1)
         check_int(name, 'up_kernel', up_kernel, 1, odd=True)
         if encoder_kernel is None:
@@ -105,14 +111,15 @@ class A2U(nn.Module):
         check_int(name, 'rank', rank, 1)
         check_choice(name, 'share', share, (True, False))
         if norm_groups is None:
-            norm_groups = math.gcd(32, in_channels)
+            norm_groups = math.gcd(32, guide_channels)
         check_int(name, 'norm_groups', norm_groups, 1)
-        if in_channels % norm_groups:
-            raise ValueError(f'{name}: `norm_groups` must divide in_channels={in_channels}, '
-                             f'got {norm_groups}')
+        if guide_channels % norm_groups:
+            raise ValueError(f'{name}: `norm_groups` must divide guide_channels='
+                             f'{guide_channels}, got {norm_groups}')
         check_choice(name, 'kernel_norm', kernel_norm, KERNEL_NORMS)
         check_choice(name, 'with_downsampler', with_downsampler, (True, False))
         self.in_channels = in_channels
+        self.guide_channels = guide_channels
         self.scale_factor = scale_factor
         self.up_kernel = up_kernel
         self.encoder_kernel = encoder_kernel
@@ -123,21 +130,23 @@ class A2U(nn.Module):
         self.with_downsampler = bool(with_downsampler)
 
         taps = scale_factor * scale_factor * up_kernel * up_kernel
-        filters = rank if share else rank * in_channels
-        self.norm_u = nn.GroupNorm(norm_groups, in_channels)
-        self.norm_v = nn.GroupNorm(norm_groups, in_channels)
-        self.filter_u = nn.Conv2d(in_channels, filters, 1)
-        self.filter_v = nn.Conv2d(in_channels, filters, 1)
-        self.proj_up = nn.Conv2d(in_channels, taps * rank, 1)
+        cg = guide_channels
+        filters = rank if share else rank * cg
+        self.norm_u = nn.GroupNorm(norm_groups, cg)
+        self.norm_v = nn.GroupNorm(norm_groups, cg)
+        self.filter_u = nn.Conv2d(cg, filters, 1)
+        self.filter_v = nn.Conv2d(cg, filters, 1)
+        self.proj_up = nn.Conv2d(cg, taps * rank, 1)
         if with_downsampler:
             # Same tap count: the down kernel is (s*k) x (s*k), i.e. s*s*k*k taps.
-            self.proj_down = nn.Conv2d(in_channels, taps * rank, 1)
+            self.proj_down = nn.Conv2d(cg, taps * rank, 1)
 
     def extra_repr(self) -> str:
         return (f'in_channels={self.in_channels}, scale_factor={self.scale_factor}, '
                 f'up_kernel={self.up_kernel}, encoder_kernel={self.encoder_kernel}, '
                 f'rank={self.rank}, share={self.share}, norm_groups={self.norm_groups}, '
-                f'kernel_norm={self.kernel_norm!r}, with_downsampler={self.with_downsampler}')
+                f'kernel_norm={self.kernel_norm!r}, with_downsampler={self.with_downsampler}, '
+                f'guide_channels={self.guide_channels}')
 
     def _pad_to_cells(self, guide: Tensor) -> Tensor:
         s = self.scale_factor
@@ -213,7 +222,7 @@ class A2U(nn.Module):
         ``kd = s*k``, ``p = (kd - s)/2``, zero outside (and on the odd-size padding).
         """
         name = type(self).__name__
-        check_feature(name, 'guide', guide, self.in_channels)
+        check_feature(name, 'guide', guide, self.guide_channels)
         kern = self.down_kernels(guide)
         s, kd = self.scale_factor, self.scale_factor * self.up_kernel
         h, w = kern.shape[-2:]
@@ -229,7 +238,7 @@ class A2U(nn.Module):
 
     def forward(self, x: Tensor, guide: Optional[Tensor] = None) -> Tensor:
         big_h, big_w = guided_output_size(type(self).__name__, x, guide, self.in_channels,
-                                          self.scale_factor)
+                                          self.scale_factor, self.guide_channels)
         kernels = self.up_kernels(guide)
         up = carafe(x, kernels, self.up_kernel, 1, self.scale_factor)
         return up[:, :, :big_h, :big_w]

@@ -10,13 +10,11 @@ from typing import Optional
 
 import torch.nn as nn
 import torch.nn.functional as F
-from mmengine.registry import MODELS
 from torch import Tensor
 
 from .._checks import check_choice, check_int, unguided_output_size
 
 
-@MODELS.register_module()
 class BilinearUpsample(nn.Module):
     """Bilinear upsampler, ``forward(x, guide=None) -> (B, C, H, W)``; no parameters.
 

@@ -12,14 +12,12 @@ from typing import Optional
 
 import torch.nn as nn
 import torch.nn.functional as F
-from mmengine.registry import MODELS
 from torch import Tensor
 
 from ..ops.carafe import carafe
 from .._checks import check_int, unguided_output_size
 
 
-@MODELS.register_module()
 class CARAFE(nn.Module):
     """CARAFE upsampler (the ``CARAFEPack`` design), ``forward(x, guide=None) -> (B, C, H, W)``.
 

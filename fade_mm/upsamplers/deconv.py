@@ -10,7 +10,6 @@ from __future__ import annotations
 from typing import Optional, Tuple
 
 import torch.nn as nn
-from mmengine.registry import MODELS
 from torch import Tensor
 
 from .._checks import check_int, unguided_output_size
@@ -28,7 +27,6 @@ def deconv_geometry(scale_factor: int) -> Tuple[int, int]:
     return kernel, (kernel - scale_factor) // 2
 
 
-@MODELS.register_module()
 class DeconvUpsample(nn.Module):
     """Transposed-convolution upsampler, ``forward(x, guide=None) -> (B, C, H, W)``.
 

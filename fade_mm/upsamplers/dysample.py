@@ -12,7 +12,6 @@ from typing import Optional
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from mmengine.registry import MODELS
 from torch import Tensor
 
 from .._checks import check_choice, check_int, unguided_output_size
@@ -20,7 +19,6 @@ from .._checks import check_choice, check_int, unguided_output_size
 STYLES = ('lp', 'pl')
 
 
-@MODELS.register_module()
 class DySample(nn.Module):
     """DySample upsampler: ``forward(x, guide=None) -> (B, C, s*h, s*w)``.
 

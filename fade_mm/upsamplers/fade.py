@@ -13,7 +13,6 @@ from typing import Optional
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from mmengine.registry import MODELS
 from torch import Tensor
 
 from ..ops import SEMI_SHIFT_IMPLS, carafe, semi_shift_conv
@@ -36,7 +35,6 @@ def _up_crop(t: Tensor, s: int, out_h: int, out_w: int) -> Tensor:
     return F.interpolate(t, scale_factor=s, mode='nearest')[:, :, :out_h, :out_w]
 
 
-@MODELS.register_module()
 class FADE(nn.Module):
     """FADE upsampler: ``forward(x, guide) -> (B, C, H, W)``.
 
@@ -62,7 +60,7 @@ class FADE(nn.Module):
       ``'skip'``: ``u + guide``; ``'none'``: ``u`` ("FADE without gate").
 
     Args:
-        in_channels: channels ``C`` of both ``x`` and ``guide``.
+        in_channels: channels ``C`` of the decoder feature ``x`` (and of the output).
         scale_factor: integer upsampling ratio ``s``.
         up_kernel: odd reassembly kernel size ``k`` (5).
         embedding_dim: channels ``d`` of the compressed embeddings (64).
@@ -72,9 +70,15 @@ class FADE(nn.Module):
             ``kernel_source='both'`` (defaults to ``'semi_shift'`` there).
         fusion: ``'gate'`` | ``'skip'`` | ``'none'``.
         semi_shift_impl: ``'l2h'`` (memory-efficient, default) or ``'h2l'``; same numbers.
+        guide_channels: channels ``C_g`` of the guide (the encoder/skip feature); defaults to
+            ``in_channels``, which keeps the published counts (47,514 / 13,332 at 256). When
+            it differs, the encoder compressor reads ``C_g`` channels (the official
+            ``in_channels_en``) and the fusions that add the guide to the output
+            (``'gate'``, ``'skip'``) first project it with a 1x1 conv ``C_g -> C`` with bias
+            (``guide_proj``, ``C_g*C + C`` extra parameters; ``'none'`` needs none).
 
     Shapes:
-        x: ``(B, C, h, w)`` decoder feature; guide: ``(B, C, H, W)`` encoder feature with
+        x: ``(B, C, h, w)`` decoder feature; guide: ``(B, C_g, H, W)`` encoder feature with
         ``ceil(H/s) = h``, ``ceil(W/s) = w``; output: ``(B, C, H, W)``.
     """
 
@@ -84,10 +88,13 @@ class FADE(nn.Module):
     def __init__(self, in_channels: int, scale_factor: int = 2, up_kernel: int = 5,
                  embedding_dim: int = 64, encoder_kernel: int = 3, kernel_source: str = 'both',
                  kernel_generator: Optional[str] = None, fusion: str = 'gate',
-                 semi_shift_impl: str = 'l2h') -> None:
+                 semi_shift_impl: str = 'l2h', guide_channels: Optional[int] = None) -> None:
         super().__init__()
         name = type(self).__name__
         check_int(name, 'in_channels', in_channels, 1)
+        if guide_channels is None:
+            guide_channels = in_channels
+        check_int(name, 'guide_channels', guide_channels, 1)
         check_int(name, 'scale_factor', scale_factor, 1)
         check_int(name, 'up_kernel', up_kernel, 1, odd=True)
         check_int(name, 'embedding_dim', embedding_dim, 1)
@@ -103,6 +110,7 @@ class FADE(nn.Module):
                              f"sources (kernel_source='both'), got "
                              f"kernel_source={kernel_source!r}")
         self.in_channels = in_channels
+        self.guide_channels = guide_channels
         self.scale_factor = scale_factor
         self.up_kernel = up_kernel
         self.encoder_kernel = encoder_kernel
@@ -117,7 +125,7 @@ class FADE(nn.Module):
         groups = k2 if self._lite else 1
         pad = encoder_kernel // 2
         if kernel_source in ('both', 'encoder'):
-            self.compressor_enc = nn.Conv2d(in_channels, dim, 1)
+            self.compressor_enc = nn.Conv2d(guide_channels, dim, 1)
         if kernel_source in ('both', 'decoder'):
             # One bias suffices when both compressors feed the same linear conv.
             self.compressor_dec = nn.Conv2d(in_channels, dim, 1,
@@ -131,6 +139,8 @@ class FADE(nn.Module):
                                          groups=groups)
         if fusion == 'gate':
             self.gate = nn.Conv2d(in_channels, 1, 1)
+        if fusion != 'none' and guide_channels != in_channels:
+            self.guide_proj = nn.Conv2d(guide_channels, in_channels, 1)
         _xavier_uniform_(self)
 
     def extra_repr(self) -> str:
@@ -138,7 +148,8 @@ class FADE(nn.Module):
                 f'up_kernel={self.up_kernel}, embedding_dim={self.embedding_dim}, '
                 f'encoder_kernel={self.encoder_kernel}, kernel_source={self.kernel_source!r}, '
                 f'kernel_generator={self.kernel_generator!r}, fusion={self.fusion!r}, '
-                f'semi_shift_impl={self.semi_shift_impl!r}')
+                f'semi_shift_impl={self.semi_shift_impl!r}, '
+                f'guide_channels={self.guide_channels}')
 
     def kernel_logits(self, x: Tensor, guide: Tensor) -> Tensor:
         """Unnormalised reassembly kernels ``(B, k*k, H, W)`` at the guide's resolution."""
@@ -167,7 +178,7 @@ class FADE(nn.Module):
 
     def forward(self, x: Tensor, guide: Optional[Tensor] = None) -> Tensor:
         big_h, big_w = guided_output_size(type(self).__name__, x, guide, self.in_channels,
-                                          self.scale_factor)
+                                          self.scale_factor, self.guide_channels)
         s, k = self.scale_factor, self.up_kernel
         kernels = F.softmax(self.kernel_logits(x, guide), dim=1)
         pad_h, pad_w = s * x.shape[-2] - big_h, s * x.shape[-1] - big_w
@@ -175,9 +186,11 @@ class FADE(nn.Module):
             # carafe works on whole s x s cells; the extra row/column is cut off below.
             kernels = F.pad(kernels, (0, pad_w, 0, pad_h))
         up = carafe(x, kernels, k, 1, s)[:, :, :big_h, :big_w]
+        if self.fusion == 'none':
+            return up
+        if self.guide_channels != self.in_channels:
+            guide = self.guide_proj(guide)
         if self.fusion == 'gate':
             g = self.gate_map(x, big_h, big_w)
             return g * guide + (1 - g) * up
-        if self.fusion == 'skip':
-            return up + guide
-        return up
+        return up + guide

@@ -13,7 +13,6 @@ from typing import Optional
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from mmengine.registry import MODELS
 from torch import Tensor
 
 from .._checks import check_choice, check_int, guided_output_size
@@ -22,7 +21,6 @@ INDEX_MODES = ('holistic', 'o2o', 'm2o')
 INDEX_NORMS = ('sigmoid', 'sigmoid_softmax')
 
 
-@MODELS.register_module()
 class IndexNet(nn.Module):
     """IndexNet upsampler: ``forward(x, guide) -> (B, C, H, W)``.
 
@@ -57,15 +55,21 @@ class IndexNet(nn.Module):
     use_context=False)``.
 
     Args:
-        in_channels: channels ``C`` of both ``x`` and ``guide``.
+        in_channels: channels ``C`` of the decoder feature ``x`` (and of the output).
         scale_factor: integer upsampling ratio ``s``.
         index_mode: ``'holistic'`` | ``'o2o'`` | ``'m2o'``.
         use_nonlinear: two-layer index block with BN and ReLU6 (else a single conv).
         use_context: ``(s+2) x (s+2)`` receptive window per cell instead of ``s x s``.
         index_norm: ``'sigmoid'`` | ``'sigmoid_softmax'``.
+        guide_channels: channels ``C_g`` of the guide; defaults to ``in_channels``
+            (2,100,224 parameters at 256). The index block reads the guide only, so a
+            different ``C_g`` resizes its first conv (holistic: ``C_g -> 2*C_g`` hidden,
+            ``s*s`` indices; ``'m2o'``: ``C_g -> s*s*C`` hidden, ``s*s*C`` indices, one per
+            output channel); no extra layer is added. ``'o2o'`` pairs guide and output
+            channels one to one, so it needs ``C_g = C``.
 
     Shapes:
-        x: ``(B, C, h, w)`` decoder feature; guide: ``(B, C, H, W)`` encoder feature with
+        x: ``(B, C, h, w)`` decoder feature; guide: ``(B, C_g, H, W)`` encoder feature with
         ``ceil(H/s) = h``, ``ceil(W/s) = w``; output: ``(B, C, H, W)``.
     """
 
@@ -73,26 +77,34 @@ class IndexNet(nn.Module):
 
     def __init__(self, in_channels: int, scale_factor: int = 2, index_mode: str = 'holistic',
                  use_nonlinear: bool = True, use_context: bool = True,
-                 index_norm: str = 'sigmoid') -> None:
+                 index_norm: str = 'sigmoid', guide_channels: Optional[int] = None) -> None:
         super().__init__()
         name = type(self).__name__
         check_int(name, 'in_channels', in_channels, 1)
+        if guide_channels is None:
+            guide_channels = in_channels
+        check_int(name, 'guide_channels', guide_channels, 1)
         check_int(name, 'scale_factor', scale_factor, 1)
         check_choice(name, 'index_mode', index_mode, INDEX_MODES)
         check_choice(name, 'use_nonlinear', use_nonlinear, (True, False))
         check_choice(name, 'use_context', use_context, (True, False))
         check_choice(name, 'index_norm', index_norm, INDEX_NORMS)
+        if index_mode == 'o2o' and guide_channels != in_channels:
+            raise ValueError(f"{name}: index_mode='o2o' pairs guide and output channels one "
+                             f"to one, so `guide_channels` must equal in_channels="
+                             f"{in_channels}, got {guide_channels}")
         self.in_channels = in_channels
+        self.guide_channels = guide_channels
         self.scale_factor = scale_factor
         self.index_mode = index_mode
         self.use_nonlinear = bool(use_nonlinear)
         self.use_context = bool(use_context)
         self.index_norm = index_norm
 
-        c, s2 = in_channels, scale_factor * scale_factor
+        c, cg, s2 = in_channels, guide_channels, scale_factor * scale_factor
         kernel, pad = (scale_factor + 2, 1) if use_context else (scale_factor, 0)
         if index_mode == 'holistic':
-            hidden, groups, out, out_groups = 2 * c, 1, s2, 1
+            hidden, groups, out, out_groups = 2 * cg, 1, s2, 1
         elif index_mode == 'm2o':
             # The s*s branches as one conv, branch-major channels (t*C + c).
             hidden, groups, out, out_groups = s2 * c, 1, s2 * c, s2
@@ -101,13 +113,13 @@ class IndexNet(nn.Module):
             hidden, groups, out, out_groups = s2 * c, c, s2 * c, s2 * c
         if use_nonlinear:
             self.index_block = nn.Sequential(
-                nn.Conv2d(c, hidden, kernel, scale_factor, pad, groups=groups, bias=False),
+                nn.Conv2d(cg, hidden, kernel, scale_factor, pad, groups=groups, bias=False),
                 nn.BatchNorm2d(hidden),
                 nn.ReLU6(inplace=True),
                 nn.Conv2d(hidden, out, 1, groups=out_groups, bias=False))
         else:
             self.index_block = nn.Sequential(
-                nn.Conv2d(c, out, kernel, scale_factor, pad, groups=groups, bias=False))
+                nn.Conv2d(cg, out, kernel, scale_factor, pad, groups=groups, bias=False))
         for m in self.modules():
             if isinstance(m, nn.Conv2d):
                 nn.init.kaiming_normal_(m.weight, mode='fan_out', nonlinearity='relu')
@@ -115,12 +127,14 @@ class IndexNet(nn.Module):
     def extra_repr(self) -> str:
         return (f'in_channels={self.in_channels}, scale_factor={self.scale_factor}, '
                 f'index_mode={self.index_mode!r}, use_nonlinear={self.use_nonlinear}, '
-                f'use_context={self.use_context}, index_norm={self.index_norm!r}')
+                f'use_context={self.use_context}, index_norm={self.index_norm!r}, '
+                f'guide_channels={self.guide_channels}')
 
     def indices(self, guide: Tensor) -> Tensor:
         """Normalised indices ``(B, 1 or C, s*h, s*w)`` predicted from the guide."""
         s = self.scale_factor
-        b, c, big_h, big_w = guide.shape
+        b, big_h, big_w = guide.shape[0], guide.shape[2], guide.shape[3]
+        c = self.in_channels
         pad_h, pad_w = -big_h % s, -big_w % s
         if pad_h or pad_w:
             # The strided index block needs whole s x s cells; extra rows/cols are cut later.
@@ -140,7 +154,7 @@ class IndexNet(nn.Module):
 
     def forward(self, x: Tensor, guide: Optional[Tensor] = None) -> Tensor:
         big_h, big_w = guided_output_size(type(self).__name__, x, guide, self.in_channels,
-                                          self.scale_factor)
+                                          self.scale_factor, self.guide_channels)
         idx = self.indices(guide)[:, :, :big_h, :big_w]
         up = F.interpolate(x, scale_factor=self.scale_factor, mode='nearest')
         return idx * up[:, :, :big_h, :big_w]

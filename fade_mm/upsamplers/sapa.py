@@ -14,7 +14,6 @@ from typing import Optional
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from mmengine.registry import MODELS
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
@@ -141,7 +140,6 @@ def _nearest_up(t: Tensor, s: int, big_h: int, big_w: int) -> Tensor:
     return up[:, :big_h, :big_w]
 
 
-@MODELS.register_module()
 class SAPA(nn.Module):
     """SAPA upsampler: ``forward(x, guide) -> (B, C, H, W)``.
 
