@@ -3,7 +3,19 @@ from __future__ import annotations
 
 from typing import Optional, Tuple
 
+import torch
 from torch import Tensor
+
+
+def autocast_enabled(t: Tensor) -> bool:
+    """Whether ``torch.autocast`` is active for ``t``'s device type (torch >= 2.1)."""
+    device_type = t.device.type
+    try:
+        return torch.is_autocast_enabled(device_type)
+    except TypeError:  # torch < 2.4 takes no device type
+        if device_type == 'cpu':
+            return torch.is_autocast_cpu_enabled()
+        return device_type == 'cuda' and torch.is_autocast_enabled()
 
 
 def check_feature(owner: str, name: str, t, channels: Optional[int] = None) -> None:
@@ -40,7 +52,8 @@ def output_size(owner: str, x: Tensor, guide: Optional[Tensor], scale: int,
             f'ceil(H/{scale})={h} and ceil(W/{scale})={w}, i.e. H in [{lo_h}, {scale * h}] and '
             f'W in [{lo_w}, {scale * w}], for `x` of shape {tuple(x.shape)}; got '
             f'{tuple(guide.shape)}')
-    if guide.dtype != x.dtype or guide.device != x.device:
+    # Under autocast a float32 guide may meet a bf16/fp16 decoder feature: layers cast.
+    if guide.device != x.device or (guide.dtype != x.dtype and not autocast_enabled(x)):
         raise ValueError(f'{owner}: `guide` must match `x` in dtype and device ({x.dtype}, '
                          f'{x.device}), got ({guide.dtype}, {guide.device})')
     return big_h, big_w

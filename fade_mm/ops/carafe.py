@@ -10,16 +10,56 @@ a ``k*k*C*sH*sW`` tensor (838 MB for C=256, 128x128, B=2). Here the output is sp
 ``(s*s x k) @ (k x C/G)`` per kernel row ``i``; features stay channels-last so the ``k`` window
 columns of one row are contiguous in memory. Only one kernel row of windows (``k*C*h*w``)
 exists at a time, and the autograd function saves nothing but its two inputs.
+
+A second, loop-free formulation (``impl='shift'``) accumulates the ``k*k`` shifted
+low-resolution maps against the matching kernel planes of every sub-pixel phase: only
+static-size ops, so ONNX export, tracing and ``torch.compile`` see a graph of ``O(k*k)``
+nodes whatever the input size. It is selected automatically while exporting, tracing or
+compiling. Both paths are plain differentiable PyTorch at the boundary and give the same
+numbers (float64 to rounding).
+
+Mixed precision: under ``torch.autocast`` the kernels (a float32 softmax) are cast to the
+features' dtype and the reassembly runs in that dtype, with autocast switched off inside
+(the op is a weighted sum, so it gains nothing from autocast's per-op casting). Outside
+autocast, features and masks must share a dtype.
 """
 from __future__ import annotations
 
+import contextlib
+from typing import Optional
+
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
-from .._checks import check_feature, check_int
+from .._checks import autocast_enabled, check_choice, check_feature, check_int
 
-__all__ = ['carafe', 'carafe_output_flops']
+__all__ = ['carafe', 'carafe_shift', 'carafe_output_flops', 'CARAFE_IMPLS', 'graph_capture']
+
+CARAFE_IMPLS = ('auto', 'rows', 'shift')
+
+
+def graph_capture() -> bool:
+    """True while ONNX export, JIT tracing/scripting, ``torch.export`` or ``torch.compile``
+    is recording the model: then only static-size, loop-free ops should run."""
+    if torch.jit.is_tracing() or torch.jit.is_scripting():
+        return True
+    if torch.onnx.is_in_onnx_export():
+        return True
+    compiler = getattr(torch, 'compiler', None)
+    for probe in ('is_compiling', 'is_exporting', 'is_dynamo_compiling'):
+        fn = getattr(compiler, probe, None)
+        if fn is not None and fn():
+            return True
+    return False
+
+
+def _no_autocast(device_type: str):
+    """Autocast off for the enclosed ops (only device types autocast knows)."""
+    if device_type in ('cpu', 'cuda'):
+        return torch.autocast(device_type, enabled=False)
+    return contextlib.nullcontext()
 
 
 def _validate(features: Tensor, masks: Tensor, kernel_size: int, group_size: int,
@@ -30,7 +70,8 @@ def _validate(features: Tensor, masks: Tensor, kernel_size: int, group_size: int
     k, g, s = kernel_size, group_size, scale_factor
     check_feature('carafe', 'features', features)
     check_feature('carafe', 'masks', masks)
-    if masks.dtype != features.dtype or masks.device != features.device:
+    if masks.device != features.device or (
+            masks.dtype != features.dtype and not autocast_enabled(features)):
         raise ValueError(f'carafe: `masks` must match `features` in dtype and device '
                          f'({features.dtype}, {features.device}), got ({masks.dtype}, '
                          f'{masks.device})')
@@ -152,16 +193,49 @@ class _CarafeFunction(torch.autograd.Function):
                 scale_factor: int) -> Tensor:
         ctx.save_for_backward(features, masks)
         ctx.args = (kernel_size, group_size, scale_factor)
-        return _carafe_forward(features, masks, kernel_size, group_size, scale_factor)
+        with _no_autocast(features.device.type):
+            return _carafe_forward(features, masks, kernel_size, group_size, scale_factor)
 
     @staticmethod
     @once_differentiable
     def backward(ctx, grad_out: Tensor):
         features, masks = ctx.saved_tensors
-        grad_x, grad_masks = _carafe_backward(grad_out, features, masks, *ctx.args,
-                                              need_x=ctx.needs_input_grad[0],
-                                              need_masks=ctx.needs_input_grad[1])
+        with _no_autocast(features.device.type):
+            grad_x, grad_masks = _carafe_backward(grad_out.to(features.dtype), features,
+                                                  masks, *ctx.args,
+                                                  need_x=ctx.needs_input_grad[0],
+                                                  need_masks=ctx.needs_input_grad[1])
         return grad_x, grad_masks, None, None, None
+
+
+def _end(i: int, r: int) -> Optional[int]:
+    """End of the ``i``-th shifted window of a map padded by ``r`` on both sides."""
+    return i - 2 * r if i < 2 * r else None
+
+
+def carafe_shift(features: Tensor, masks: Tensor, kernel_size: int, group_size: int,
+                 scale_factor: int) -> Tensor:
+    """Loop-free CARAFE: a sum over the ``k*k`` taps of shifted maps times kernel planes.
+
+    Same contract as :func:`carafe` without the checks. For tap ``(i, j)`` the zero-padded
+    map shifted by ``(i - r, j - r)``, ``(B, G, C/G, h, 1, w, 1)``, multiplies that tap's
+    kernel plane viewed per sub-pixel phase, ``(B, G, 1, h, s, w, s)``; broadcasting spreads
+    each low-resolution pixel over its ``s*s`` children, so nothing is repeated in memory.
+    Every slice has constant bounds, so an exported graph holds about five nodes per tap.
+    """
+    k, g, s = kernel_size, group_size, scale_factor
+    b, c, h, w = features.shape
+    r = (k - 1) // 2
+    xp = F.pad(features, (r, r, r, r)).reshape(b, g, c // g, h + 2 * r, 1, w + 2 * r, 1)
+    m = masks.reshape(b, g, k * k, h, s, w, s)
+    out = None
+    for i in range(k):
+        row = xp[:, :, :, i:_end(i, r)]
+        for j in range(k):
+            tap = row[:, :, :, :, :, j:_end(j, r)]
+            plane = m[:, :, i * k + j:i * k + j + 1]
+            out = tap * plane if out is None else out.addcmul(tap, plane)
+    return out.reshape(b, c, s * h, s * w)
 
 
 def _mmcv_cuda_carafe():
@@ -179,7 +253,7 @@ _MMCV_CUDA = {}
 
 
 def carafe(features: Tensor, masks: Tensor, kernel_size: int, group_size: int,
-           scale_factor: int, use_mmcv_cuda: bool = True) -> Tensor:
+           scale_factor: int, use_mmcv_cuda: bool = True, impl: str = 'auto') -> Tensor:
     """Content-aware reassembly of features (CARAFE), pure PyTorch with autograd.
 
     Args:
@@ -190,7 +264,11 @@ def carafe(features: Tensor, masks: Tensor, kernel_size: int, group_size: int,
         group_size: number of channel groups ``G`` sharing one kernel; divides ``C``.
         scale_factor: integer upsampling ratio ``s >= 1``.
         use_mmcv_cuda: for CUDA tensors, use mmcv's compiled kernel when it is available
-            (identical results); ignored on CPU.
+            (identical results); ignored on CPU and by ``impl='shift'``.
+        impl: ``'rows'`` (the training path: row-blocked matrix products in a custom
+            autograd function, lean in memory), ``'shift'`` (loop-free, static-size ops:
+            export, tracing, compile) or ``'auto'``: ``'shift'`` while a graph is being
+            captured (:func:`graph_capture`), else ``'rows'``.
 
     Returns:
         ``(B, C, s * h, s * w)`` reassembled features.
@@ -198,7 +276,13 @@ def carafe(features: Tensor, masks: Tensor, kernel_size: int, group_size: int,
     Raises:
         ValueError: naming the argument, what was expected and what was received.
     """
+    check_choice('carafe', 'impl', impl, CARAFE_IMPLS)
     _validate(features, masks, kernel_size, group_size, scale_factor)
+    if masks.dtype != features.dtype:  # only reached under autocast (see _validate)
+        masks = masks.to(features.dtype)
+    if impl == 'shift' or (impl == 'auto' and graph_capture()):
+        with _no_autocast(features.device.type):
+            return carafe_shift(features, masks, kernel_size, group_size, scale_factor)
     if use_mmcv_cuda and features.is_cuda:
         if 'fn' not in _MMCV_CUDA:
             _MMCV_CUDA['fn'] = _mmcv_cuda_carafe()

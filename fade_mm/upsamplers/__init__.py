@@ -7,6 +7,7 @@ mmengine's root ``MODELS``; mmcv's lowercase 'nearest', 'bilinear', 'deconv',
 from .a2u import A2U
 from .bilinear import BilinearUpsample
 from .carafe import CARAFE
+from .convert import convert_official_checkpoint, convert_official_state_dict
 from .deconv import DeconvUpsample
 from .dysample import DySample
 from .fade import FADE
@@ -17,4 +18,5 @@ from .pixel_shuffle import PixelShuffleUpsample
 from .sapa import SAPA
 
 __all__ = ['A2U', 'BilinearUpsample', 'CARAFE', 'DeconvUpsample', 'DySample', 'FADE',
-           'FADELite', 'IndexNet', 'NearestUpsample', 'PixelShuffleUpsample', 'SAPA']
+           'FADELite', 'IndexNet', 'NearestUpsample', 'PixelShuffleUpsample', 'SAPA',
+           'convert_official_checkpoint', 'convert_official_state_dict']

@@ -15,10 +15,30 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 
-from ..ops import carafe
+from ..ops import carafe, graph_capture
 from .._checks import check_choice, check_feature, check_int, guided_output_size
 
 KERNEL_NORMS = ('sigmoid_softmax', 'softmax')
+
+
+def _pooling_matrix(size, out: int, like: Tensor) -> Tensor:
+    """``(out, size)`` averaging matrix of adaptive average pooling along one axis: row ``i``
+    averages ``[floor(i*size/out), ceil((i+1)*size/out))``, as ``adaptive_avg_pool2d``."""
+    i = torch.arange(out, device=like.device)
+    start = torch.div(i * size, out, rounding_mode='floor')
+    end = torch.div((i + 1) * size + out - 1, out, rounding_mode='floor')
+    pos = torch.arange(size, device=like.device)
+    inside = (pos[None] >= start[:, None]) & (pos[None] < end[:, None])
+    weights = inside.to(like.dtype)
+    return weights / weights.sum(1, keepdim=True)
+
+
+def _adaptive_avg_pool_by_matrices(t: Tensor, out: int) -> Tensor:
+    """``adaptive_avg_pool2d(t, out)`` as two matrix products, exportable for any input size
+    (ONNX has no adaptive pooling for sizes unknown at export time)."""
+    ph = _pooling_matrix(t.shape[-2], out, t)
+    pw = _pooling_matrix(t.shape[-1], out, t)
+    return torch.matmul(torch.matmul(ph, t), pw.transpose(0, 1))
 
 
 class A2U(nn.Module):
@@ -152,7 +172,10 @@ class A2U(nn.Module):
         s = self.scale_factor
         big_h, big_w = guide.shape[-2:]
         pad_h, pad_w = -big_h % s, -big_w % s
-        return F.pad(guide, (0, pad_w, 0, pad_h)) if pad_h or pad_w else guide
+        # Padding unconditionally while a graph is captured keeps it valid for every size.
+        if graph_capture() or pad_h or pad_w:
+            return F.pad(guide, (0, pad_w, 0, pad_h))
+        return guide
 
     def _encode(self, guide: Tensor, filters: Tensor) -> Tensor:
         """Filter every channel with its image's ``k_e x k_e`` filters, stride ``s``.
@@ -177,7 +200,10 @@ class A2U(nn.Module):
         """Low-rank affinity map ``(B, d, h, w)`` of the guide ``(B, C, H, W)``."""
         b, c = guide.shape[:2]
         ke = self.encoder_kernel
-        pooled = F.adaptive_avg_pool2d(guide, ke)
+        if graph_capture():
+            pooled = _adaptive_avg_pool_by_matrices(guide, ke)
+        else:
+            pooled = F.adaptive_avg_pool2d(guide, ke)
         fu = self.filter_u(pooled)
         fv = self.filter_v(pooled)
         padded = self._pad_to_cells(guide)

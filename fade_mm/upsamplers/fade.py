@@ -15,7 +15,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 
-from ..ops import SEMI_SHIFT_IMPLS, carafe, semi_shift_conv
+from ..ops import SEMI_SHIFT_IMPLS, carafe, graph_capture, semi_shift_conv
 from .._checks import check_choice, check_int, guided_output_size
 
 KERNEL_SOURCES = ('both', 'encoder', 'decoder')
@@ -182,8 +182,9 @@ class FADE(nn.Module):
         s, k = self.scale_factor, self.up_kernel
         kernels = F.softmax(self.kernel_logits(x, guide), dim=1)
         pad_h, pad_w = s * x.shape[-2] - big_h, s * x.shape[-1] - big_w
-        if pad_h or pad_w:
+        if graph_capture() or pad_h or pad_w:
             # carafe works on whole s x s cells; the extra row/column is cut off below.
+            # (Always while a graph is captured, so it stays valid for odd and even sizes.)
             kernels = F.pad(kernels, (0, pad_w, 0, pad_h))
         up = carafe(x, kernels, k, 1, s)[:, :, :big_h, :big_w]
         if self.fusion == 'none':

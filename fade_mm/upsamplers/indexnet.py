@@ -15,6 +15,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 
+from ..ops import graph_capture
 from .._checks import check_choice, check_int, guided_output_size
 
 INDEX_MODES = ('holistic', 'o2o', 'm2o')
@@ -136,8 +137,9 @@ class IndexNet(nn.Module):
         b, big_h, big_w = guide.shape[0], guide.shape[2], guide.shape[3]
         c = self.in_channels
         pad_h, pad_w = -big_h % s, -big_w % s
-        if pad_h or pad_w:
+        if graph_capture() or pad_h or pad_w:
             # The strided index block needs whole s x s cells; extra rows/cols are cut later.
+            # (Always while a graph is captured, so it stays valid for odd and even sizes.)
             guide = F.pad(guide, (0, pad_w, 0, pad_h))
         logits = self.index_block(guide)
         h, w = logits.shape[-2:]

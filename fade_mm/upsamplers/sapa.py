@@ -15,122 +15,13 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
-from torch.autograd.function import once_differentiable
 
-from ..ops import carafe
-from .._checks import check_choice, check_feature, check_int, guided_output_size
+from ..ops import carafe, graph_capture, local_similarity
+from .._checks import check_choice, check_int, guided_output_size
 
 VARIANTS = ('I', 'B', 'G')
 
-__all__ = ['SAPA', 'local_similarity']
-
-
-def _row_windows(key_pad: Tensor, i: int, h: int, w: int, k: int) -> Tensor:
-    """Keys of kernel row ``i`` as a strided view ``(B, h, w, d, k)`` (no copy).
-
-    ``key_pad`` is ``(B, h+2r, w+2r, d)``, zero-padded and contiguous; entry
-    ``[b, y, x, c, j] = key_pad[b, y + i, x + j, c]``.
-    """
-    sb, sy, sx, sc = key_pad.stride()
-    b, d = key_pad.shape[0], key_pad.shape[-1]
-    return key_pad.as_strided((b, h, w, d, k), (sb, sy, sx, sc, sx),
-                              key_pad.storage_offset() + i * sy)
-
-
-def _by_parent(t: Tensor, s: int) -> Tensor:
-    """``(B, s*h, s*w, d)`` -> ``(B, h, w, s*s, d)``: the ``s*s`` children of each pixel."""
-    b, big_h, big_w, d = t.shape
-    h, w = big_h // s, big_w // s
-    return t.reshape(b, h, s, w, s, d).permute(0, 1, 3, 2, 4, 5).reshape(b, h, w, s * s, d)
-
-
-def _similarity_forward(query: Tensor, key: Tensor, k: int, s: int) -> Tensor:
-    b, h, w, _ = key.shape
-    r = (k - 1) // 2
-    qc = _by_parent(query, s)
-    key_pad = F.pad(key, (0, 0, r, r, r, r)).contiguous()
-    out = query.new_empty(b, h, w, s * s, k, k)
-    for i in range(k):
-        # One kernel row at a time: the copy matmul makes of the windows is k*d*h*w, never
-        # the k*k*d*h*w of a full unfold.
-        out[:, :, :, :, i] = torch.matmul(qc, _row_windows(key_pad, i, h, w, k))
-    out = out.view(b, h, w, s, s, k * k).permute(0, 5, 1, 3, 2, 4)
-    return out.reshape(b, k * k, s * h, s * w)
-
-
-def _similarity_backward(grad: Tensor, query: Tensor, key: Tensor, k: int, s: int,
-                         need_query: bool, need_key: bool):
-    b, h, w, d = key.shape
-    r = (k - 1) // 2
-    grad_query = grad_key = None
-    if need_query:
-        # d logits[n, Y, X] / d query[Y, X] is the key under tap n: a CARAFE reassembly of
-        # the keys with the incoming gradient as kernels.
-        grad_query = carafe(key.permute(0, 3, 1, 2), grad.contiguous(), k, 1, s)
-        grad_query = grad_query.permute(0, 2, 3, 1).contiguous()
-    if need_key:
-        gc = grad.reshape(b, k, k, h, s, w, s).permute(0, 3, 5, 1, 2, 4, 6)
-        gc = gc.reshape(b, h, w, k, k, s * s)
-        qc = _by_parent(query, s)
-        grad_pad = key.new_zeros(b, h + 2 * r, w + 2 * r, d)
-        for i in range(k):
-            row = torch.matmul(gc[:, :, :, i], qc)  # (B, h, w, k, d)
-            # Windows of neighbouring pixels overlap: scatter one column at a time.
-            for j in range(k):
-                grad_pad[:, i:i + h, j:j + w] += row[:, :, :, j]
-        grad_key = grad_pad[:, r:r + h, r:r + w].contiguous()
-    return grad_query, grad_key
-
-
-class _LocalSimilarity(torch.autograd.Function):
-
-    @staticmethod
-    def forward(ctx, query: Tensor, key: Tensor, kernel_size: int, scale_factor: int) -> Tensor:
-        ctx.save_for_backward(query, key)
-        ctx.args = (kernel_size, scale_factor)
-        return _similarity_forward(query, key, kernel_size, scale_factor)
-
-    @staticmethod
-    @once_differentiable
-    def backward(ctx, grad: Tensor):
-        query, key = ctx.saved_tensors
-        grad_query, grad_key = _similarity_backward(
-            grad, query, key, *ctx.args, need_query=ctx.needs_input_grad[0],
-            need_key=ctx.needs_input_grad[1])
-        return grad_query, grad_key, None, None
-
-
-def local_similarity(query: Tensor, key: Tensor, kernel_size: int, scale_factor: int) -> Tensor:
-    """Dot products of each high-res query with the ``k x k`` keys around its parent pixel.
-
-    ``out[b, i*k + j, Y, X] = sum_c query[b, Y, X, c] * key[b, Y//s + i - r, X//s + j - r, c]``
-    with ``r = (k-1)//2`` and zero keys outside the map (so out-of-map taps get logit 0, as
-    in the official CUDA kernel). Saves only its inputs for backward; the largest temporary
-    is ``k*d*h*w``.
-
-    Args:
-        query: ``(B, s*h, s*w, d)``, channels last.
-        key: ``(B, h, w, d)``, channels last, same dtype and device.
-        kernel_size: odd window size ``k``.
-        scale_factor: integer ratio ``s``.
-
-    Returns:
-        ``(B, k*k, s*h, s*w)`` similarity logits, channels first (CARAFE's mask layout).
-    """
-    name = 'local_similarity'
-    check_int(name, 'kernel_size', kernel_size, 1, odd=True)
-    check_int(name, 'scale_factor', scale_factor, 1)
-    for arg, t in (('query', query), ('key', key)):
-        check_feature(name, arg, t)
-    b, h, w, d = key.shape
-    want = (b, scale_factor * h, scale_factor * w, d)
-    if tuple(query.shape) != want:
-        raise ValueError(f'{name}: `query` must have shape (B, s*h, s*w, d) = {want} for '
-                         f'`key` of shape {tuple(key.shape)}, got {tuple(query.shape)}')
-    if query.dtype != key.dtype or query.device != key.device:
-        raise ValueError(f'{name}: `query` must match `key` in dtype and device '
-                         f'({key.dtype}, {key.device}), got ({query.dtype}, {query.device})')
-    return _LocalSimilarity.apply(query, key, kernel_size, scale_factor)
+__all__ = ['SAPA', 'local_similarity']  # local_similarity lives in fade_mm.ops
 
 
 def _nearest_up(t: Tensor, s: int, big_h: int, big_w: int) -> Tensor:
@@ -262,7 +153,7 @@ class SAPA(nn.Module):
         h, w = x.shape[-2:]
         query, key = self.query_key(x, guide)
         big_h, big_w = query.shape[1:3]
-        if (big_h, big_w) != (s * h, s * w):
+        if graph_capture() or (big_h, big_w) != (s * h, s * w):
             query = F.pad(query, (0, 0, 0, s * w - big_w, 0, s * h - big_h))
         return F.softmax(local_similarity(query, key, self.up_kernel, s), dim=1)
 
