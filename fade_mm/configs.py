@@ -1,8 +1,8 @@
-"""Config helpers for CPU runs on the synthetic data (mmengine only)."""
+"""Config helpers for CPU runs on the synthetic data and offline runs (mmengine only)."""
 from __future__ import annotations
 
 import os
-from typing import Optional
+from typing import Any, List, Optional
 
 from mmengine.config import Config
 
@@ -36,3 +36,47 @@ def apply_overlay(cfg: Config, overlay: str, data_root: Optional[str] = None,
     if work_dir is not None:
         cfg.work_dir = os.fspath(work_dir)
     return cfg
+
+
+def clear_pretrained(cfg: Config) -> List[str]:
+    """Removes every pretrained-weight source from ``cfg.model`` so that it builds and
+    initialises offline: each ``pretrained`` key (mmseg's ``model.pretrained``, which
+    ``EncoderDecoder`` turns into the backbone's init_cfg) becomes None, and every
+    ``init_cfg`` of type ``'Pretrained'`` (alone, or inside a list of init configs) is
+    dropped. Other initialisations (Xavier, Normal, ...) stay.
+
+    Args:
+        cfg: a loaded config (modified in place).
+
+    Returns:
+        The dotted paths that were cleared, e.g. ``['model.pretrained',
+        'model.backbone.init_cfg']``.
+    """
+    cleared: List[str] = []
+
+    def is_pretrained(init: Any) -> bool:
+        return isinstance(init, dict) and init.get('type') == 'Pretrained'
+
+    def visit(node: Any, path: str) -> None:
+        if isinstance(node, dict):
+            for key in list(node.keys()):
+                value, here = node[key], f'{path}.{key}'
+                if key == 'pretrained' and value is not None:
+                    node[key] = None
+                    cleared.append(here)
+                elif key == 'init_cfg' and is_pretrained(value):
+                    node[key] = None
+                    cleared.append(here)
+                elif key == 'init_cfg' and isinstance(value, (list, tuple)) \
+                        and any(is_pretrained(v) for v in value):
+                    node[key] = [v for v in value if not is_pretrained(v)] or None
+                    cleared.append(here)
+                else:
+                    visit(value, here)
+        elif isinstance(node, (list, tuple)):
+            for i, value in enumerate(node):
+                visit(value, f'{path}.{i}')
+
+    if cfg.get('model') is not None:
+        visit(cfg.model, 'model')
+    return cleared

@@ -11,21 +11,37 @@ pytestmark = pytest.mark.threads
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CFG_DIR = os.path.join(ROOT, 'configs', 'faster_rcnn')
 
-# Delta params over the nearest baseline with the published topology (four upsamplers at
-# 256 channels): 4 x the module count.
-DELTA = {
+# Parameters of one upsampler module at 256 channels (x2): every config's delta over the
+# nearest baseline of its topology is this times the number of upsamplers (3 in mmdet's
+# standard FPN, 4 in the FPN_CARAFE topology).
+PER_MODULE = {
     'nearest': 0,
-    'deconv': 4 * 1_048_832,
-    'pixel-shuffle': 4 * 2_360_320,
-    'carafe': 296_592,
-    'fade': 190_056,
-    'fade-nogate': 4 * (47_514 - 257),
-    'fade-lite': 4 * 13_332,
-    'sapa': 4 * 17_472,
-    'dysample': 32_896,
-    'a2u': 4 * 20_042,
-    'indexnet': 4 * 2_100_224,
+    'deconv': 590_080,  # 3x3 transposed conv (the published deconv rows)
+    'pixel-shuffle': 2_360_320,
+    'carafe': 74_148,
+    'fade': 47_514,
+    'fade-nogate': 47_514 - 257,
+    'fade-lite': 13_332,
+    'sapa': 17_472,
+    'sapa-gn': 17_472,
+    'dysample': 8_224,
+    'dysample-plus': 16_448,  # biased scope conv (the authors' forks)
+    'a2u': 20_042,
+    'indexnet': 2_100_224,
 }
+# topology -> (config infix, upsamplers, R50 and R101 nearest baselines, upsamplers with configs)
+TOPOLOGIES = {
+    'fpn': ('fpn', 3, {'r50': 41_753_056, 'r101': 60_745_184}, list(PER_MODULE)),
+    'fpn_carafe': ('fpncarafe', 4, {'r50': 47_061_984, 'r101': 66_054_112},
+                   [u for u in PER_MODULE if u not in ('sapa-gn', 'dysample-plus')]),
+}
+# The published FPN_CARAFE rows (R50): CARAFE +0.3M, FADE +0.2M, DySample +32,896, deconv +2.4M.
+PUBLISHED_FPNCARAFE = {'carafe': 296_592, 'fade': 190_056, 'dysample': 32_896,
+                       'deconv': 2_360_320}
+
+
+def _path(depth, infix, up):
+    return os.path.join(CFG_DIR, f'faster-rcnn_{depth}_{infix}-{up}_8xb2-1x_coco.py')
 
 
 @pytest.fixture(scope='module', autouse=True)
@@ -33,11 +49,6 @@ def _mmdet():
     from mmdet.utils import register_all_modules
     register_all_modules()
     import fade_mm.det  # noqa: F401  (what the configs' custom_imports load)
-
-
-def _upsampler(path):
-    name = os.path.basename(path)
-    return name.split('_fpn-')[1].split('_1x')[0]
 
 
 def _build(path):
@@ -50,25 +61,49 @@ def _params(m):
     return sum(p.numel() for p in m.parameters())
 
 
-def test_every_upsampler_has_r50_and_r101_configs():
+def test_every_config_is_named_and_listed():
     names = sorted(os.path.basename(p) for p in glob.glob(os.path.join(CFG_DIR, '*.py')))
-    for up in DELTA:
-        for depth in ('r50', 'r101'):
-            assert f'faster-rcnn_{depth}_fpn-{up}_1x_coco.py' in names
+    want = sorted(os.path.basename(_path(depth, infix, up))
+                  for infix, _, _, ups in TOPOLOGIES.values() for up in ups
+                  for depth in ('r50', 'r101'))
+    assert names == want
 
 
-@pytest.mark.parametrize('depth,baseline', [('r50', 47_061_984), ('r101', 66_054_112)])
-def test_config_delta_params(depth, baseline):
-    rows = []
-    for up, delta in DELTA.items():
-        cfg, model = _build(os.path.join(CFG_DIR, f'faster-rcnn_{depth}_fpn-{up}_1x_coco.py'))
-        assert cfg.model.neck.type == 'UpsamplerFPN'
-        assert cfg.model.neck.topology == 'fpn_carafe'
-        assert len(model.neck.upsamplers) == 4
-        rows.append((up, _params(model) - baseline))
-        del model
-    print('\n'.join(f'{depth} {up}: {d:+,}' for up, d in rows))
-    assert dict(rows) == DELTA
+@pytest.mark.parametrize('depth', ['r50', 'r101'])
+@pytest.mark.parametrize('topology', list(TOPOLOGIES))
+def test_config_delta_params(topology, depth):
+    """The baseline is built whole; every other config differs from it in the neck's
+    `upsample_cfg` only, so its delta is that of the neck."""
+    from mmdet.registry import MODELS
+    infix, n, baselines, ups = TOPOLOGIES[topology]
+    base_cfg, base_model = _build(_path(depth, infix, 'nearest'))
+    assert _params(base_model) == baselines[depth]
+    assert base_cfg.model.neck.topology == topology and len(base_model.neck.upsamplers) == n
+    base_neck = _params(base_model.neck)
+    del base_model
+    base_cfg = Config.fromfile(_path(depth, infix, 'nearest'))  # building changed the dicts
+    deltas = {}
+    for up in ups:
+        cfg = Config.fromfile(_path(depth, infix, up))
+        assert cfg.model.neck.type == 'UpsamplerFPN' and cfg.model.neck.topology == topology
+        rest, base_rest = dict(cfg.model), dict(base_cfg.model)
+        rest.pop('neck'), base_rest.pop('neck')
+        assert rest == base_rest, up
+        neck = MODELS.build(cfg.model.neck)
+        assert len(neck.upsamplers) == n
+        deltas[up] = _params(neck) - base_neck
+    print('\n'.join(f'{depth} {topology} {up}: {d:+,}' for up, d in deltas.items()))
+    assert deltas == {up: n * PER_MODULE[up] for up in ups}
+    if topology == 'fpn_carafe':
+        assert {up: deltas[up] for up in PUBLISHED_FPNCARAFE} == PUBLISHED_FPNCARAFE
+
+
+def test_configs_layout_and_best_checkpoint():
+    cfg = Config.fromfile(_path('r50', 'fpn', 'fade'))
+    assert cfg.train_dataloader.batch_size == 2  # x 8 GPUs
+    assert cfg.optim_wrapper.optimizer.lr == 0.02
+    assert cfg.auto_scale_lr == dict(enable=False, base_batch_size=16)
+    assert cfg.default_hooks.checkpoint.save_best == 'coco/bbox_mAP'
 
 
 def _batch(shapes, num_classes=80, seed=0):
@@ -79,9 +114,9 @@ def _batch(shapes, num_classes=80, seed=0):
     return packed
 
 
-@pytest.mark.parametrize('up', list(DELTA))
+@pytest.mark.parametrize('up', list(PER_MODULE))
 def test_train_step_and_predict_at_odd_sizes(up):
-    cfg, model = _build(os.path.join(CFG_DIR, f'faster-rcnn_r50_fpn-{up}_1x_coco.py'))
+    cfg, model = _build(_path('r50', 'fpn', up))
     # odd sizes, no padding to 32/64: every pyramid level has odd extents
     model.data_preprocessor.pad_size_divisor = 1
     model.train()
@@ -149,7 +184,7 @@ def test_degenerate_batch_trains():
     """An image without objects and a box on the image border in one batch."""
     from mmdet.structures import DetDataSample
     from mmengine.structures import InstanceData
-    _, model = _build(os.path.join(CFG_DIR, 'faster-rcnn_r50_fpn-fade_1x_coco.py'))
+    _, model = _build(_path('r50', 'fpn', 'fade'))
     model.train()
     samples, inputs = [], []
     for boxes in ([], [[0.0, 0.0, 12.0, 40.0], [70.0, 50.0, 99.0, 67.0]]):
@@ -174,7 +209,7 @@ def test_runner_trains_and_evaluates_coco_metric(tmp_path):
     from fade_mm.datasets.synthetic_det import make_synthetic_coco
     info = make_synthetic_coco(str(tmp_path / 'data'), num_train=6, num_val=3, seed=0,
                                image_size=((96, 128), (96, 128)), empty_ratio=0.2)
-    cfg = Config.fromfile(os.path.join(CFG_DIR, 'faster-rcnn_r50_fpn-fade_1x_coco.py'))
+    cfg = Config.fromfile(_path('r50', 'fpncarafe', 'fade'))
     apply_overlay(cfg, os.path.join(ROOT, 'configs', '_base_', 'synthetic_coco.py'),
                   data_root=info['root'], work_dir=tmp_path / 'work')
     assert tuple(cfg.train_dataloader.dataset.metainfo.classes) == info['classes']

@@ -1,4 +1,6 @@
 """mmseg integration: heads, every config in configs/segformer and configs/upernet, a Runner."""
+import copy
+import functools
 import glob
 import os
 
@@ -12,9 +14,29 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CFG = os.path.join(ROOT, 'configs')
 UPS = ['bilinear', 'deconv', 'pixel-shuffle', 'carafe', 'fade', 'fade-nogate', 'fade-lite',
        'sapa', 'dysample', 'a2u', 'indexnet']
-TAIL = '1xb16-160k_ade20k-512x512.py'
+# the two variants of the authors' later forks, on the UPerNet 80k recipe only
+FORK_UPS = ['dysample-plus', 'sapa-gn']
+# family -> its configs: (stem, layout-schedule) pairs and the upsamplers of each
+SEGFORMER = [(f'mit-{b}', '8xb2-160k') for b in ('b0', 'b1', 'b2', 'b3', 'b4', 'b5')] + \
+    [('mit-b0', '1xb16-160k'), ('mit-b1', '1xb16-160k'), ('mit-b1', 'official-head_1xb16-160k')]
+UPERNET = [(d, s) for d in ('r50', 'r101') for s in ('4xb4-80k', '4xb4-160k')]
+TAIL = '_ade20k-512x512.py'
 # Published SegFormer-B1 deltas (six upsamplers at 256 channels).
-B1_DELTA = {'fade': 285_084, 'fade-lite': 79_992, 'carafe': 444_888, 'a2u': 120_252}
+B1_DELTA = {'fade': 285_084, 'fade-lite': 79_992, 'carafe': 444_888, 'a2u': 120_252,
+            'deconv': 6 * 590_080}
+
+
+def _path(family, stem, up, layout):
+    return os.path.join(CFG, family, f'{family}_{stem}_{up}_{layout}{TAIL}')
+
+
+def _configs():
+    """Every (path, family, layout, upsampler) this repository ships."""
+    rows = [(_path('segformer', st, up, lay), 'segformer', lay, up)
+            for st, lay in SEGFORMER for up in UPS]
+    rows += [(_path('upernet', st, up, lay), 'upernet', lay, up)
+             for st, lay in UPERNET for up in UPS + (FORK_UPS if '80k' in lay else [])]
+    return rows
 
 
 @pytest.fixture(scope='module', autouse=True)
@@ -24,9 +46,20 @@ def _mmseg():
     import fade_mm.seg  # noqa: F401  (what the configs' custom_imports load)
 
 
+@functools.lru_cache(maxsize=None)
+def _parsed(path):
+    """Each config is parsed once per session (``mmseg::`` bases take ~1 s to resolve)."""
+    return Config.fromfile(path)
+
+
+def _cfg(path):
+    """A private copy of the parsed config (building a model changes its dicts)."""
+    return copy.deepcopy(_parsed(path))
+
+
 def _build(path):
     from mmseg.registry import MODELS
-    cfg = Config.fromfile(path)
+    cfg = _cfg(path)
     return cfg, MODELS.build(cfg.model)
 
 
@@ -39,40 +72,83 @@ def _module_params(up_cfg, channels):
     return _params(MODELS.build(dict(up_cfg, in_channels=channels, scale_factor=2)))
 
 
-@pytest.mark.parametrize('stem,baseline,per_head', [
-    ('segformer/segformer_mit-b1', 13_716_822, 6),
-    ('upernet/upernet_r50', 66_516_108, 3),
+def test_every_config_is_listed():
+    paths = sorted(glob.glob(os.path.join(CFG, 'segformer', '*.py')) +
+                   glob.glob(os.path.join(CFG, 'upernet', '*.py')))
+    assert paths == sorted(p for p, *_ in _configs())
+
+
+@pytest.mark.parametrize('family,stem,layout,baseline,per_head', [
+    ('segformer', 'mit-b1', '8xb2-160k', 13_716_822, 6),
+    # linear projections: 256 fewer parameters (no BN, a bias) at each of the four levels
+    ('segformer', 'mit-b1', 'official-head_1xb16-160k', 13_716_822 - 4 * 256, 6),
+    ('upernet', 'r50', '4xb4-80k', 66_516_108, 3),
+    ('upernet', 'r101', '4xb4-80k', 85_508_236, 3),
 ])
-def test_published_baselines_and_deltas(stem, baseline, per_head):
+def test_published_baselines_and_deltas(family, stem, layout, baseline, per_head):
+    """The bilinear baseline is built whole; the other configs differ from it in the decode
+    head's `upsample_cfg` only, so their deltas are those of the head."""
+    from mmseg.registry import MODELS
+    base_cfg, base_model = _build(_path(family, stem, 'bilinear', layout))
+    assert _params(base_model) == baseline
+    base_head = _params(base_model.decode_head)
+    del base_model
+    base_cfg = _cfg(_path(family, stem, 'bilinear', layout))
     deltas = {}
-    for up in UPS:
-        cfg, model = _build(os.path.join(CFG, f'{stem}_{up}_{TAIL}'))
-        evaluators = [e['type'] for e in cfg.val_evaluator]
-        assert evaluators == ['IoUMetric', 'BoundaryIoUMetric']
-        assert cfg.train_dataloader.batch_size == 16
-        deltas[up] = _params(model) - baseline
-        up_cfg = cfg.model.decode_head.upsample_cfg
-        want = 0 if up_cfg is None else per_head * _module_params(
-            up_cfg, cfg.model.decode_head.channels)
+    ups = UPS + (FORK_UPS if family == 'upernet' else [])
+    for up in ups:
+        cfg = _cfg(_path(family, stem, up, layout))
+        rest, base_rest = dict(cfg.model), dict(base_cfg.model)
+        head_cfg, base_head_cfg = dict(rest.pop('decode_head')), dict(base_rest.pop('decode_head'))
+        assert rest == base_rest, up
+        up_cfg = head_cfg.pop('upsample_cfg')
+        base_head_cfg.pop('upsample_cfg')
+        assert head_cfg == base_head_cfg, up
+        deltas[up] = _params(MODELS.build(cfg.model.decode_head)) - base_head
+        want = 0 if up_cfg is None else per_head * _module_params(up_cfg, cfg.model.decode_head.channels)
         assert deltas[up] == want, (up, deltas[up], want)
-    print('\n'.join(f'{stem} {k}: {v:+,}' for k, v in deltas.items()))
-    if 'segformer' in stem:
+    print('\n'.join(f'{family}_{stem} {k}: {v:+,}' for k, v in deltas.items()))
+    if family == 'segformer':
         assert {k: deltas[k] for k in B1_DELTA} == B1_DELTA
 
 
-def test_every_config_parses_and_builds():
-    paths = sorted(glob.glob(os.path.join(CFG, 'segformer', '*.py')) +
-                   glob.glob(os.path.join(CFG, 'upernet', '*.py')))
-    assert len(paths) == 6 * len(UPS) + 2 * len(UPS)
-    for path in paths:
-        cfg, model = _build(path)
-        head = model.decode_head
+RECIPES = {  # layout-schedule -> (batch per GPU, iterations, validation interval)
+    '8xb2-160k': (2, 160_000, 16_000),
+    '1xb16-160k': (16, 160_000, 16_000),
+    '4xb4-80k': (4, 80_000, 8_000),
+    '4xb4-160k': (4, 160_000, 16_000),
+}
+
+
+def test_every_config_recipe_and_head():
+    """Layout, schedule, one evaluator entry with mIoU and bIoU, best checkpoint kept, and
+    the decode head builds with its upsamplers (the rest of each model is its baseline's,
+    checked above)."""
+    from mmseg.registry import MODELS
+    built = set()
+    for path, family, layout, up in _configs():
+        cfg = _cfg(path)
+        batch, iters, interval = RECIPES[layout.replace('official-head_', '')]
+        assert cfg.train_dataloader.batch_size == batch, path
+        assert (cfg.train_cfg.max_iters, cfg.train_cfg.val_interval) == (iters, interval), path
+        assert cfg.val_evaluator.type == 'IoUBoundaryMetric', path
+        assert cfg.test_evaluator == cfg.val_evaluator, path
+        assert cfg.default_hooks.checkpoint.save_best == 'mIoU', path
+        if 'official-head' in layout:
+            assert cfg.model.decode_head.projection == 'linear'
+            assert dict(type='ResizeToMultiple', size_divisor=32) in cfg.test_pipeline
+        if family == 'upernet':
+            assert cfg.optim_wrapper.optimizer.lr == 0.01
+        key = repr(cfg.model.decode_head)
+        if key in built:  # e.g. the 80k and 160k schedules share their heads
+            continue
+        built.add(key)
+        head = MODELS.build(cfg.model.decode_head)
         if cfg.model.decode_head.upsample_cfg is None:
             assert head.upsamplers is None
         else:
-            n = 6 if 'segformer' in path else 3
-            assert len(head.upsamplers) == n
-        del model
+            assert len(head.upsamplers) == (6 if family == 'segformer' else 3), path
+        del head
 
 
 def _seg_batch(model, shapes, num_classes, training):
@@ -87,10 +163,11 @@ def _seg_batch(model, shapes, num_classes, training):
     return model.data_preprocessor(dict(inputs=inputs, data_samples=samples), training)
 
 
-@pytest.mark.parametrize('family', ['segformer/segformer_mit-b1', 'upernet/upernet_r50'])
-@pytest.mark.parametrize('up', UPS)
-def test_train_step_and_odd_size_inference(family, up):
-    cfg, model = _build(os.path.join(CFG, f'{family}_{up}_{TAIL}'))
+@pytest.mark.parametrize('family,stem,layout,up', [
+    *[('segformer', 'mit-b1', '8xb2-160k', up) for up in UPS],
+    *[('upernet', 'r50', '4xb4-80k', up) for up in UPS + FORK_UPS]])
+def test_train_step_and_odd_size_inference(family, stem, layout, up):
+    cfg, model = _build(_path(family, stem, up, layout))
     model.data_preprocessor.size = None  # keep the odd sizes below
     model.data_preprocessor.size_divisor = 1
     model.train()
@@ -155,7 +232,7 @@ def test_runner_trains_and_evaluates_miou_and_biou(tmp_path):
     from fade_mm.configs import apply_overlay
     from fade_mm.datasets.synthetic_seg import make_synthetic_ade
     make_synthetic_ade(str(tmp_path / 'data'), num_train=8, num_val=3, seed=0)
-    cfg = Config.fromfile(os.path.join(CFG, 'segformer', f'segformer_mit-b0_fade_{TAIL}'))
+    cfg = Config.fromfile(_path('segformer', 'mit-b0', 'fade', '8xb2-160k'))
     apply_overlay(cfg, os.path.join(CFG, '_base_', 'synthetic_ade.py'),
                   data_root=tmp_path / 'data', work_dir=tmp_path / 'work')
     cfg.train_cfg = dict(type='IterBasedTrainLoop', max_iters=4, val_interval=4)

@@ -29,7 +29,7 @@ ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 TOOLS = osp.join(ROOT, 'tools')
 SEG_CFG = osp.join(ROOT, 'configs', 'segformer',
                    'segformer_mit-b0_fade_1xb16-160k_ade20k-512x512.py')
-DET_CFG = osp.join(ROOT, 'configs', 'faster_rcnn', 'faster-rcnn_r50_fpn-fade_1x_coco.py')
+DET_CFG = osp.join(ROOT, 'configs', 'faster_rcnn', 'faster-rcnn_r50_fpncarafe-fade_8xb2-1x_coco.py')
 TIMEOUT = 900  # seconds per tool run: a hang must fail the test, not the CI job
 
 # Deterministic, short SegFormer runs. mmengine 0.10.7 does not checkpoint RNG states, so
@@ -134,49 +134,65 @@ def test_adapt_to_cpu_switches_to_gloo_and_cpu_ddp():
     assert single.env_cfg.dist_cfg.backend == 'gloo' and 'model_wrapper_cfg' not in single
 
 
-def test_checkpoint_loading_fix(seg_run, tmp_path):
-    """Plain mmengine load_checkpoint fails on a runner checkpoint on torch >= 2.6; with
-    trust_local_checkpoints it loads; other schemes and torch.load stay untouched."""
+class _Payload:
+    """Something a runner checkpoint never holds: unpickling it must be refused."""
+
+
+def test_safe_checkpoint_loading(seg_run, tmp_path):
+    """Bare mmengine's load_checkpoint fails on a runner checkpoint on torch >= 2.6; the
+    allow-list installed by the plugin loads it with weights_only=True; anything else is
+    refused in one line naming the file and the global, unless explicitly trusted."""
     from mmengine.runner import load_checkpoint
-    from mmengine.runner.checkpoint import CheckpointLoader
+    from mmengine.runner.checkpoint import CheckpointLoader, load_from_local
 
     from fade_mm import compat
 
     ckpt = osp.join(seg_run, 'iter_4.pth')
-    compat.restore_checkpoint_loading()  # the bare mmengine behaviour
-    mmengine_local = CheckpointLoader._schemes['']
     others = {k: v for k, v in CheckpointLoader._schemes.items() if k != ''}
     torch_load = torch.load
-
-    if torch.__version__ >= '2.6':
-        with pytest.raises(pickle.UnpicklingError, match='Weights only load failed') as err:
-            load_checkpoint(torch.nn.Module(), ckpt, strict=False)
-        assert 'HistoryBuffer' in str(err.value)
-    else:  # torch < 2.6 unpickled in full by default: nothing to fix there
-        load_checkpoint(torch.nn.Module(), ckpt, strict=False)
-
-    # A bare state dict is weights-only safe and loads either way.
-    plain = str(tmp_path / 'plain.pth')
-    torch.save({'state_dict': {'w': torch.ones(2)}}, plain)
-    assert torch.equal(load_checkpoint(torch.nn.Module(), plain, strict=False)
-                       ['state_dict']['w'], torch.ones(2))
-
-    with compat.local_checkpoints_trusted():
-        loaded = load_checkpoint(torch.nn.Module(), ckpt, strict=False)
-        assert CheckpointLoader._schemes[''] is compat.load_from_trusted_local
-        assert {k: v for k, v in CheckpointLoader._schemes.items() if k != ''} == others
-        assert torch.load is torch_load  # no global override
-        with pytest.raises(FileNotFoundError):
-            load_checkpoint(torch.nn.Module(), str(tmp_path / 'missing.pth'))
+    CheckpointLoader.register_scheme('', load_from_local, force=True)  # bare mmengine
+    try:
+        if torch.__version__ >= '2.6':
+            with pytest.raises(pickle.UnpicklingError, match='Weights only load failed') as err:
+                load_checkpoint(torch.nn.Module(), ckpt, strict=False)
+            assert 'HistoryBuffer' in str(err.value)
+    finally:
+        CheckpointLoader.register_scheme('', compat.load_from_safe_local, force=True)
+    compat.install_safe_checkpoint_loading()  # idempotent (the plugin import did it)
+    assert CheckpointLoader._schemes[''] is compat.load_from_safe_local
+    loaded = load_checkpoint(torch.nn.Module(), ckpt, strict=False)
     assert loaded['meta']['iter'] == 4
     assert 'message_hub' in loaded and 'optimizer' in loaded
     assert any(k.startswith('decode_head.') for k in loaded['state_dict'])
-    # Reversible and idempotent.
-    assert CheckpointLoader._schemes[''] is mmengine_local
+    assert {k: v for k, v in CheckpointLoader._schemes.items() if k != ''} == others
+    assert torch.load is torch_load  # no global override
+    with pytest.raises(FileNotFoundError):
+        load_checkpoint(torch.nn.Module(), str(tmp_path / 'missing.pth'))
+
+    # A pickle with a global outside the allow-list: one line, file and global named.
+    evil = str(tmp_path / 'evil.pth')
+    torch.save({'state_dict': {'w': torch.ones(2)}, 'meta': {'x': _Payload()}}, evil)
+    with pytest.raises(compat.UntrustedCheckpointError) as err:
+        load_checkpoint(torch.nn.Module(), evil, strict=False)
+    text = str(err.value)
+    assert '\n' not in text and evil in text and '_Payload' in text
+    assert '--trust-checkpoint' in text
+    # getattr is allowed for HistoryBuffer's statistics only.
+    from mmengine.logging import HistoryBuffer
+    assert compat.history_buffer_getattr(HistoryBuffer, 'mean') is HistoryBuffer.mean
+    with pytest.raises(pickle.UnpicklingError, match='not allowed'):
+        compat.history_buffer_getattr(os, 'system')
+
+    # The explicit opt-in unpickles in full, reversibly and idempotently.
+    with compat.local_checkpoints_trusted():
+        assert CheckpointLoader._schemes[''] is compat.load_from_trusted_local
+        assert isinstance(load_checkpoint(torch.nn.Module(), evil, strict=False)['meta']['x'],
+                          _Payload)
+    assert CheckpointLoader._schemes[''] is compat.load_from_safe_local
     assert compat.trust_local_checkpoints() is True
     assert compat.trust_local_checkpoints() is False
     compat.restore_checkpoint_loading()
-    assert CheckpointLoader._schemes[''] is mmengine_local
+    assert CheckpointLoader._schemes[''] is compat.load_from_safe_local
 
 
 def test_seg_test_tool_reproduces_final_validation(seg_run, seg_data, tmp_path):
@@ -186,7 +202,7 @@ def test_seg_test_tool_reproduces_final_validation(seg_run, seg_data, tmp_path):
     work = str(tmp_path / 'test')
     out = _tool('test.py', SEG_CFG, osp.join(seg_run, 'iter_4.pth'), '--synthetic', seg_data,
                 '--work-dir', work, '--cfg-options', *SEG_OPTS, cwd=str(tmp_path))
-    assert 'Loads checkpoint by trusted_local backend' in out
+    assert 'Loads checkpoint by safe_local backend' in out
     test = _test_metrics(work)
     assert {k: test[k] for k in METRIC_KEYS} == {k: val[k] for k in METRIC_KEYS}
     assert 0 < test['mIoU'] <= 100 and 0 < test['bIoU'] <= 100
@@ -202,7 +218,7 @@ def test_interrupted_and_resumed_run_matches_uninterrupted(seg_run, seg_data, tm
     # ... and `--resume` alone picks up its latest checkpoint and trains on to 4.
     out = _tool('train.py', SEG_CFG, '--synthetic', seg_data, '--work-dir', work, '--resume',
                 '--cfg-options', 'train_cfg.max_iters=4', *SEG_OPTS, cwd=str(tmp_path))
-    assert 'Loads checkpoint by trusted_local backend' in out
+    assert 'Loads checkpoint by safe_local backend' in out
     assert 'resumed epoch: 0, iter: 2' in out and 'Advance dataloader 2 steps' in out
 
     # Only iterations 3 and 4 were trained by the second run (it did not start over).

@@ -190,7 +190,7 @@ def test_compare_tool_titles():
         SEG, f'segformer_mit-b0_{up}_{TAIL}'))) for up in ('fade', 'fade-nogate', 'bilinear')}
     assert titles == {'fade': 'FADE', 'fade-nogate': "FADE (fusion='none')",
                       'bilinear': 'bilinear'}
-    det = Config.fromfile(os.path.join(CFG, 'faster_rcnn', 'faster-rcnn_r50_fpn-fade_1x_coco.py'))
+    det = Config.fromfile(os.path.join(CFG, 'faster_rcnn', 'faster-rcnn_r50_fpncarafe-fade_8xb2-1x_coco.py'))
     assert tool.upsampler_title(det) == 'FADE'
     with pytest.raises(SystemExit):
         tool.parse_args(['no-colon', '--img', 'x.jpg', '--out', 'y.png'])

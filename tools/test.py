@@ -5,9 +5,13 @@ config's ``default_scope``. ``--out`` keeps each package's meaning: a ``.pkl`` f
 predictions for mmdet configs, a directory of prediction PNGs for mmseg configs. Metrics are
 printed and dumped to ``WORK_DIR/TIMESTAMP/TIMESTAMP.json``.
 
+The checkpoint loads with ``weights_only=True`` and fade_mm's allow-list of runner-checkpoint
+globals; ``--trust-checkpoint`` unpickles a trusted file in full.
+
 Examples::
 
     python tools/test.py CONFIG work_dirs/x/iter_4000.pth
+    python tools/test.py CONFIG CKPT --out work_dirs/x/preds      # mmseg: PNGs, mIoU + bIoU
     python tools/test.py CONFIG CKPT --synthetic data/synthetic/seg --work-dir work_dirs/t
     bash tools/dist_test.sh CONFIG CKPT 8
 """
@@ -34,8 +38,8 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
         description='Test (and evaluate) a fade_mm detector (mmdet) or segmentor (mmseg).',
         epilog=TRUST_NOTE)
     parser.add_argument('config', help='test config file path')
-    parser.add_argument('checkpoint', help='checkpoint file (a trusted local file: it is '
-                        'unpickled in full)')
+    parser.add_argument('checkpoint', help='checkpoint file (loaded weights-only with '
+                        'the runner allow-list; see --trust-checkpoint)')
     parser.add_argument('--out', help='mmdet: .pkl file for the raw predictions; mmseg: '
                         'directory for the prediction PNGs (offline evaluation)')
     parser.add_argument('--show', action='store_true', help='show predictions (needs a '
@@ -93,17 +97,25 @@ def _enable_tta(cfg: Config) -> None:
     cfg.test_dataloader.dataset.pipeline = cfg.tta_pipeline
 
 
+# metrics that write prediction PNGs under `output_dir` (mmseg's IoUMetric and ours)
+PNG_METRICS = ('IoUMetric', 'IoUBoundaryMetric')
+
+
 def _seg_output_dir(cfg: Config, out_dir: str) -> None:
-    # mmseg's IoUMetric writes the PNGs; our configs evaluate a list (IoU + boundary IoU).
+    # As mmseg's test.py: the metric writes the PNGs. Our configs evaluate mIoU and bIoU in
+    # one IoUBoundaryMetric; a list holding an IoUMetric works here too.
     evaluators = cfg.test_evaluator
     found = False
     for ev in evaluators if isinstance(evaluators, list) else [evaluators]:
-        if ev.get('type') == 'IoUMetric':
+        if ev.get('type') in PNG_METRICS:
             ev['output_dir'] = out_dir
             ev['keep_results'] = True
             found = True
     if not found:
-        raise RuntimeError('--out needs an IoUMetric in test_evaluator (mmseg)')
+        types = [ev.get('type') for ev in (evaluators if isinstance(evaluators, list)
+                                           else [evaluators])]
+        raise RuntimeError(f'--out: test_evaluator must hold one of {PNG_METRICS} (mmseg), '
+                           f'got {types}')
 
 
 def main(argv: Optional[List[str]] = None) -> Any:
@@ -122,7 +134,7 @@ def main(argv: Optional[List[str]] = None) -> Any:
             and not args.out.endswith(('.pkl', '.pickle')):
         raise ValueError(f'--out must be a .pkl/.pickle file for mmdet configs: {args.out}')
 
-    runner = build_runner(cfg)
+    runner = build_runner(cfg, args.trust_checkpoint)
     if args.out is not None and cfg.default_scope == 'mmdet':
         from mmdet.evaluation import DumpDetResults
         runner.test_evaluator.metrics.append(DumpDetResults(out_file_path=args.out))

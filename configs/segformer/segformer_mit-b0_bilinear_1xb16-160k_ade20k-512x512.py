@@ -1,17 +1,4 @@
-# SegFormer MiT-B0, ADE20K 160k, with the bilinear head: the baseline that every upsampler
-# config of this backbone inherits and changes in `upsample_cfg` only.
-_base_ = 'mmseg::segformer/segformer_mit-b0_8xb2-160k_ade20k-512x512.py'
+# The FADE authors' layout: batch 16 on one GPU (same total batch and learning rate as 8 x 2).
+_base_ = './segformer_mit-b0_bilinear_8xb2-160k_ade20k-512x512.py'
 
-custom_imports = dict(imports=['fade_mm.seg'], allow_failed_imports=False)
-
-model = dict(decode_head=dict(type='UpsamplerSegformerHead', upsample_cfg=None))
-
-# FADE's runs: batch 16 on one GPU; mmseg's schedule otherwise.
 train_dataloader = dict(batch_size=16)
-
-# mIoU and boundary IoU (band = 2% of the image diagonal) in one evaluation.
-val_evaluator = [
-    dict(type='IoUMetric', iou_metrics=['mIoU']),
-    dict(type='BoundaryIoUMetric', ratio=0.02),
-]
-test_evaluator = val_evaluator

@@ -1,3 +1,4 @@
-_base_ = './segformer_mit-b0_bilinear_1xb16-160k_ade20k-512x512.py'
+# The FADE authors' layout: batch 16 on one GPU (same total batch and learning rate as 8 x 2).
+_base_ = './segformer_mit-b0_fade_8xb2-160k_ade20k-512x512.py'
 
-model = dict(decode_head=dict(upsample_cfg=dict(_delete_=True, type='FADE')))
+train_dataloader = dict(batch_size=16)

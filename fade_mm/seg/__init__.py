@@ -1,9 +1,15 @@
 """mmseg adapters: ``custom_imports=dict(imports=['fade_mm.seg'])`` registers the heads, the
-bIoU metric (and the upsamplers) for mmseg configs."""
+mIoU + bIoU metrics (and the upsamplers) for mmseg configs, and lets runner checkpoints load
+safely on torch >= 2.6 (:func:`fade_mm.compat.install_safe_checkpoint_loading`), so mmseg's
+own tools work too."""
 from .. import registry  # noqa: F401  (registers the upsamplers in mmengine's root MODELS)
+from ..compat import install_safe_checkpoint_loading
 
-from .biou_metric import BoundaryIoUMetric
+from .biou_metric import BoundaryIoUMetric, IoUBoundaryMetric
 from .segformer_head import UpsamplerSegformerHead
 from .uper_head import UpsamplerUPerHead
 
-__all__ = ['BoundaryIoUMetric', 'UpsamplerSegformerHead', 'UpsamplerUPerHead']
+install_safe_checkpoint_loading()
+
+__all__ = ['BoundaryIoUMetric', 'IoUBoundaryMetric', 'UpsamplerSegformerHead',
+           'UpsamplerUPerHead']

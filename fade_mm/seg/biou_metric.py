@@ -37,10 +37,11 @@ import torch
 import torch.nn.functional as F
 from mmengine.evaluator import BaseMetric
 from mmengine.logging import MMLogger, print_log
+from mmseg.evaluation.metrics import IoUMetric
 from mmseg.registry import METRICS
 from torch import Tensor
 
-__all__ = ['BoundaryIoUMetric', 'boundary_width', 'erode', 'mask_boundary', 'label_boundary']
+__all__ = ['BoundaryIoUMetric', 'IoUBoundaryMetric', 'reduce_boundary_iou', 'boundary_width', 'erode', 'mask_boundary', 'label_boundary']
 
 
 def boundary_width(height: int, width: int, ratio: float = 0.02) -> int:
@@ -241,43 +242,124 @@ class BoundaryIoUMetric(BaseMetric):
             ``{'bIoU': value}``, plus ``bIoU_<class>`` entries when ``classwise``. ``bIoU``
             is NaN when no class has a boundary band anywhere.
         """
-        logger: MMLogger = MMLogger.get_current_instance()
-        class_names = list(self.dataset_meta['classes'])
-        intersect = torch.stack([r[0] for r in results]).sum(0).double()
-        union = torch.stack([r[1] for r in results]).sum(0).double()
-        widths = [int(r[2]) for r in results]
-        per_class = torch.where(union > 0, intersect / union.clamp(min=1),
-                                torch.full_like(union, float('nan'))).numpy() * 100
-        present = union > 0
-        mean = float(per_class[present.numpy()].mean()) if bool(present.any()) else float('nan')
+        return reduce_boundary_iou(results, list(self.dataset_meta['classes']), self.ratio,
+                                   self.classwise)
 
-        # The band width depends on the ratio, so every table must state it.
-        d_text = (f'd={widths[0]} px' if min(widths) == max(widths) else
-                  f'd={min(widths)}..{max(widths)} px')
-        header = (f'Boundary IoU per class (ratio={self.ratio:g}, {d_text}, '
-                  f'{len(results)} images):')
-        print_log(header, logger=logger)
-        print_log('\n' + self._table(class_names, per_class), logger=logger)
-        print_log(f'bIoU (ratio={self.ratio:g}): {mean:.2f}', logger=logger)
 
-        metrics: Dict[str, float] = OrderedDict(bIoU=round(mean, 2))
-        if self.classwise:
-            for name, value in zip(class_names, per_class):
-                metrics[f'bIoU_{str(name).strip()}'] = round(float(value), 2)
+
+@METRICS.register_module()
+class IoUBoundaryMetric(IoUMetric):
+    """mmseg's ``IoUMetric`` and boundary IoU in one metric: ``aAcc``, ``mIoU``, ``mAcc``
+    (and ``mDice`` ... as ``iou_metrics`` asks) plus ``bIoU``, from one pass over the data.
+
+    One evaluator entry instead of a list, so that mmseg's stock ``tools/test.py --out DIR``
+    works (it sets ``test_evaluator['output_dir']`` and ``['keep_results']``, which needs a
+    dict): ``output_dir`` writes the prediction PNGs exactly as ``IoUMetric`` does;
+    ``keep_results`` is accepted and has nothing to keep (no raw results are stored).
+    ``aAcc``/``mIoU``/``mAcc`` are ``IoUMetric``'s numbers and ``bIoU`` is
+    :class:`BoundaryIoUMetric`'s, bit for bit.
+
+    Args:
+        boundary_ratio: band width as a fraction of the image diagonal (0.02).
+        boundary_classwise: also return ``bIoU_<class>``.
+        **kwargs: as ``IoUMetric`` (``ignore_index``, ``iou_metrics``, ``nan_to_num``,
+            ``beta``, ``collect_device``, ``output_dir``, ``format_only``, ``prefix``);
+            ``ignore_index`` applies to both.
+
+    Example:
+        >>> val_evaluator = dict(type='IoUBoundaryMetric', iou_metrics=['mIoU'],
+        ...                      boundary_ratio=0.02)
+        >>> test_evaluator = val_evaluator
+    """
+
+    def __init__(self, boundary_ratio: float = 0.02, boundary_classwise: bool = False,
+                 keep_results: bool = False, **kwargs) -> None:
+        super().__init__(**kwargs)
+        if isinstance(boundary_ratio, bool) or not isinstance(boundary_ratio, (int, float)) \
+                or not boundary_ratio > 0:
+            raise ValueError('IoUBoundaryMetric: `boundary_ratio` must be a number > 0, got '
+                             f'{boundary_ratio!r}')
+        self.boundary_ratio = float(boundary_ratio)
+        self.boundary_classwise = boundary_classwise
+        self.keep_results = keep_results
+
+    def process(self, data_batch: Any, data_samples: Sequence[dict]) -> None:
+        """``IoUMetric.process`` (areas, PNGs under ``output_dir``), then each sample's
+        boundary counts appended to its result: ``(4 IoU areas..., b_inter, b_union, d)``.
+        """
+        first = len(self.results)
+        super().process(data_batch, data_samples)
+        if self.format_only:
+            return
+        num_classes = len(self.dataset_meta['classes'])
+        for i, sample in enumerate(data_samples):
+            band = BoundaryIoUMetric.boundary_intersect_and_union(
+                _label_map(sample, 'pred_sem_seg'), _label_map(sample, 'gt_sem_seg'),
+                num_classes, self.ignore_index, self.boundary_ratio)
+            self.results[first + i] = tuple(self.results[first + i]) + band
+
+    def compute_metrics(self, results: list) -> Dict[str, float]:
+        """``IoUMetric``'s metrics of the first four entries of each result, and ``bIoU``
+        of the last three."""
+        metrics = super().compute_metrics([r[:4] for r in results])
+        if self.format_only:
+            return metrics
+        metrics.update(reduce_boundary_iou([r[4:] for r in results],
+                                           list(self.dataset_meta['classes']),
+                                           self.boundary_ratio, self.boundary_classwise))
         return metrics
 
-    @staticmethod
-    def _table(class_names: Sequence[str], per_class: np.ndarray) -> str:
-        """Class / bIoU table, with prettytable when available (mmseg depends on it)."""
-        values = [f'{v:.2f}' for v in per_class]
-        try:
-            from prettytable import PrettyTable
-        except ImportError:  # plain fallback keeps the metric usable without it
-            width = max([5] + [len(str(n)) for n in class_names])
-            rows = [f'{"Class":<{width}}  bIoU']
-            rows += [f'{str(n):<{width}}  {v}' for n, v in zip(class_names, values)]
-            return '\n'.join(rows)
-        table = PrettyTable()
-        table.add_column('Class', [str(n) for n in class_names])
-        table.add_column('bIoU', values)
-        return table.get_string()
+
+def reduce_boundary_iou(results: Sequence[Tuple[Tensor, Tensor, int]],
+                        class_names: Sequence[str], ratio: float,
+                        classwise: bool = False) -> Dict[str, float]:
+    """bIoU (in %) from per-image ``(intersection, union, d)`` counts; logs the class table.
+
+    Args:
+        results: per image, as :meth:`BoundaryIoUMetric.boundary_intersect_and_union`.
+        class_names: the dataset's classes.
+        ratio: the band ratio used (stated in the log).
+        classwise: also return ``bIoU_<class>``.
+
+    Returns:
+        ``{'bIoU': mean over classes with a band}`` (NaN when none has one), plus
+        ``bIoU_<class>`` entries when ``classwise``.
+    """
+    logger: MMLogger = MMLogger.get_current_instance()
+    intersect = torch.stack([r[0] for r in results]).sum(0).double()
+    union = torch.stack([r[1] for r in results]).sum(0).double()
+    widths = [int(r[2]) for r in results]
+    per_class = torch.where(union > 0, intersect / union.clamp(min=1),
+                            torch.full_like(union, float('nan'))).numpy() * 100
+    present = union > 0
+    mean = float(per_class[present.numpy()].mean()) if bool(present.any()) else float('nan')
+
+    # The band width depends on the ratio, so every table must state it.
+    d_text = (f'd={widths[0]} px' if min(widths) == max(widths) else
+              f'd={min(widths)}..{max(widths)} px')
+    header = f'Boundary IoU per class (ratio={ratio:g}, {d_text}, {len(results)} images):'
+    print_log(header, logger=logger)
+    print_log('\n' + _table(class_names, per_class), logger=logger)
+    print_log(f'bIoU (ratio={ratio:g}): {mean:.2f}', logger=logger)
+
+    metrics: Dict[str, float] = OrderedDict(bIoU=round(mean, 2))
+    if classwise:
+        for name, value in zip(class_names, per_class):
+            metrics[f'bIoU_{str(name).strip()}'] = round(float(value), 2)
+    return metrics
+
+
+def _table(class_names: Sequence[str], per_class: np.ndarray) -> str:
+    """Class / bIoU table, with prettytable when available (mmseg depends on it)."""
+    values = [f'{v:.2f}' for v in per_class]
+    try:
+        from prettytable import PrettyTable
+    except ImportError:  # plain fallback keeps the metric usable without it
+        width = max([5] + [len(str(n)) for n in class_names])
+        rows = [f'{"Class":<{width}}  bIoU']
+        rows += [f'{str(n):<{width}}  {v}' for n, v in zip(class_names, values)]
+        return '\n'.join(rows)
+    table = PrettyTable()
+    table.add_column('Class', [str(n) for n in class_names])
+    table.add_column('bIoU', values)
+    return table.get_string()

@@ -18,8 +18,10 @@ from torch import Tensor
 
 from ..ops import carafe, graph_capture, local_similarity
 from .._checks import check_choice, check_int, guided_output_size
+from ._common import crop, mmcv_cuda_allowed
 
 VARIANTS = ('I', 'B', 'G')
+NORMS = ('layer', 'group', 'none')
 
 __all__ = ['SAPA', 'local_similarity']  # local_similarity lives in fade_mm.ops
 
@@ -28,7 +30,7 @@ def _nearest_up(t: Tensor, s: int, big_h: int, big_w: int) -> Tensor:
     """Channels-last nearest upsampling ``(B, h, w, d) -> (B, H, W, d)``, cropped."""
     b, h, w, d = t.shape
     up = t[:, :, None, :, None].expand(b, h, s, w, s, d).reshape(b, s * h, s * w, d)
-    return up[:, :big_h, :big_w]
+    return crop(up, big_h, big_w, channels_last=True)
 
 
 class SAPA(nn.Module):
@@ -67,6 +69,14 @@ class SAPA(nn.Module):
     ``nn.Linear`` shapes follow the official modules, whose state dicts therefore load
     (the official default ``embedding_dim`` is 64, the paper's 32).
 
+    Normalisation of ``x`` and ``y`` before the embeddings (``norm=``): ``'layer'`` (default,
+    the paper's code: per-pixel LayerNorm over channels, as above); ``'group'`` (the authors'
+    later mmseg/mmdet forks, tiny-smart/segmentation-with-upsamplers: ``GroupNorm(32)`` over
+    channel groups *and* the whole map, then the embeddings -- 1x1 convs there, the same maps
+    as these ``Linear`` layers; same parameter count as ``'layer'``, a different function);
+    ``'none'`` (their ``norm=False``: raw features, no norm parameters, 16,448 at 256
+    channels for ``'B'``). Values are the raw ``x`` in every case.
+
     Args:
         in_channels: channels ``C`` of ``x`` (decoder feature).
         scale_factor: integer upsampling ratio ``s``.
@@ -74,6 +84,12 @@ class SAPA(nn.Module):
         embedding_dim: channels ``d`` of the query/key embeddings (32); ``'B'``/``'G'`` only.
         variant: ``'I'`` | ``'B'`` (default) | ``'G'``.
         guide_channels: channels ``C_y`` of the guide; defaults to ``in_channels``.
+        norm: ``'layer'`` (default) | ``'group'`` | ``'none'`` (see above).
+        norm_groups: groups of ``norm='group'`` (32); must divide ``C`` and ``C_y``.
+
+    Determinism: the similarity and the reassembly are plain PyTorch with deterministic
+    backward passes; under ``torch.use_deterministic_algorithms(True)`` the reassembly skips
+    mmcv's CUDA kernel (``atomicAdd`` backward).
 
     Shapes:
         x: ``(B, C, h, w)``; guide: ``(B, C_y, H, W)`` with ``ceil(H/s) = h``,
@@ -84,7 +100,8 @@ class SAPA(nn.Module):
 
     def __init__(self, in_channels: int, scale_factor: int = 2, up_kernel: int = 5,
                  embedding_dim: int = 32, variant: str = 'B',
-                 guide_channels: Optional[int] = None) -> None:
+                 guide_channels: Optional[int] = None, norm: str = 'layer',
+                 norm_groups: int = 32) -> None:
         super().__init__()
         name = type(self).__name__
         check_int(name, 'in_channels', in_channels, 1)
@@ -92,6 +109,7 @@ class SAPA(nn.Module):
         check_int(name, 'up_kernel', up_kernel, 1, odd=True)
         check_int(name, 'embedding_dim', embedding_dim, 1)
         check_choice(name, 'variant', variant, VARIANTS)
+        check_choice(name, 'norm', norm, NORMS)
         if guide_channels is None:
             guide_channels = in_channels
         check_int(name, 'guide_channels', guide_channels, 1)
@@ -105,9 +123,20 @@ class SAPA(nn.Module):
         self.variant = variant
         self.guide_channels = guide_channels
         self.embedding_dim = in_channels if variant == 'I' else embedding_dim
+        self.norm = norm
+        self.norm_groups = norm_groups
 
-        self.norm_x = nn.LayerNorm(in_channels)
-        self.norm_y = nn.LayerNorm(guide_channels)
+        if norm == 'layer':
+            self.norm_x = nn.LayerNorm(in_channels)
+            self.norm_y = nn.LayerNorm(guide_channels)
+        elif norm == 'group':
+            check_int(name, 'norm_groups', norm_groups, 1)
+            for arg, c in (('in_channels', in_channels), ('guide_channels', guide_channels)):
+                if c % norm_groups:
+                    raise ValueError(f"{name}: `{arg}` must be divisible by norm_groups="
+                                     f"{norm_groups} for norm='group', got {c}")
+            self.norm_x = nn.GroupNorm(norm_groups, in_channels)
+            self.norm_y = nn.GroupNorm(norm_groups, guide_channels)
         if variant == 'B':
             self.q = nn.Linear(guide_channels, embedding_dim)
         elif variant == 'G':
@@ -124,15 +153,23 @@ class SAPA(nn.Module):
     def extra_repr(self) -> str:
         return (f'in_channels={self.in_channels}, scale_factor={self.scale_factor}, '
                 f'up_kernel={self.up_kernel}, embedding_dim={self.embedding_dim}, '
-                f'variant={self.variant!r}, guide_channels={self.guide_channels}')
+                f'variant={self.variant!r}, guide_channels={self.guide_channels}'
+                + ('' if self.norm == 'layer' else f', norm={self.norm!r}'))
+
+    def _normalised(self, t: Tensor, which: str) -> Tensor:
+        """``t`` (channels first) normalised as ``self.norm`` says, channels last."""
+        if self.norm == 'group':
+            return getattr(self, which)(t).permute(0, 2, 3, 1)
+        t_cl = t.permute(0, 2, 3, 1)
+        return getattr(self, which)(t_cl) if self.norm == 'layer' else t_cl
 
     def query_key(self, x: Tensor, guide: Tensor):
         """Channels-last embeddings: query ``(B, H, W, d)`` and key ``(B, h, w, d)``."""
         s = self.scale_factor
         big_h, big_w = guide.shape[-2:]
         x_cl = x.permute(0, 2, 3, 1)
-        x_n = self.norm_x(x_cl)
-        y_n = self.norm_y(guide.permute(0, 2, 3, 1))
+        x_n = self._normalised(x, 'norm_x')
+        y_n = self._normalised(guide, 'norm_y')
         if self.variant == 'I':
             return y_n, x_n
         key = self.k(x_n)
@@ -161,5 +198,6 @@ class SAPA(nn.Module):
         big_h, big_w = guided_output_size(type(self).__name__, x, guide, self.in_channels,
                                           self.scale_factor,
                                           self.guide_channels)
-        up = carafe(x, self.kernels(x, guide), self.up_kernel, 1, self.scale_factor)
-        return up[:, :, :big_h, :big_w]
+        up = carafe(x, self.kernels(x, guide), self.up_kernel, 1, self.scale_factor,
+                    use_mmcv_cuda=mmcv_cuda_allowed())
+        return crop(up, big_h, big_w)

@@ -13,13 +13,15 @@ Each model is detection or segmentation by its config's ``default_scope`` (``mmd
 Use the config saved in the work dir next to the checkpoint: it carries the training-time
 changes (e.g. the number of classes of the synthetic-data overlay).
 
-Checkpoints are unpickled in full (runner checkpoints are not plain tensors): only compare
-checkpoints you trust.
+Checkpoints load with ``torch.load(weights_only=True)`` and fade_mm's allow-list of what
+mmengine runner checkpoints hold (:mod:`fade_mm.compat`); ``--trust-checkpoint`` unpickles
+trusted files that need more in full.
 """
 from __future__ import annotations
 
 import argparse
 import colorsys
+import contextlib
 import os
 import os.path as osp
 import sys
@@ -50,6 +52,9 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser.add_argument('--no-input', action='store_true',
                         help='do not show the input image as the first panel')
     parser.add_argument('--device', default='cpu', help='torch device (default cpu)')
+    parser.add_argument('--trust-checkpoint', action='store_true',
+                        help='unpickle the checkpoints in full (weights_only=False) when they '
+                        'need more than the runner-checkpoint allow-list: trusted files only')
     args = parser.parse_args(argv)
     pairs = []
     for spec in args.models:
@@ -114,13 +119,14 @@ def upsampler_title(cfg: Config) -> str:
     return name
 
 
-def _load_weights(model: torch.nn.Module, checkpoint: str) -> Dict[str, Any]:
+def _load_weights(model: torch.nn.Module, checkpoint: str,
+                  trust: bool = False) -> Dict[str, Any]:
     from mmengine.runner import load_checkpoint
 
-    from fade_mm.compat import local_checkpoints_trusted
+    from fade_mm.compat import install_safe_checkpoint_loading, local_checkpoints_trusted
 
-    # runner checkpoints are full pickles, which torch >= 2.6 refuses by default
-    with local_checkpoints_trusted():
+    install_safe_checkpoint_loading()
+    with local_checkpoints_trusted() if trust else contextlib.nullcontext():
         ckpt = load_checkpoint(model, checkpoint, map_location='cpu', strict=True,
                                logger='silent')
     return ckpt.get('meta', {}) if isinstance(ckpt, dict) else {}
@@ -162,7 +168,8 @@ def _wrap(name: str, width: int) -> str:
 class Predictor:
     """One model of the comparison: config, weights, scope and class metadata."""
 
-    def __init__(self, config: str, checkpoint: str, device: str = 'cpu') -> None:
+    def __init__(self, config: str, checkpoint: str, device: str = 'cpu',
+                 trust_checkpoint: bool = False) -> None:
         from mmengine.model import revert_sync_batchnorm
         from mmengine.registry import MODELS
 
@@ -177,7 +184,7 @@ class Predictor:
         with DefaultScope.overwrite_default_scope(self.scope):
             # SyncBN has no single-process CPU path; BN computes the same in eval mode
             model = revert_sync_batchnorm(MODELS.build(model_cfg))
-        meta = _load_weights(model, checkpoint)
+        meta = _load_weights(model, checkpoint, trust_checkpoint)
         self.model = model.to(device).eval()
         self.dataset_meta = _dataset_meta(self.cfg, meta)
 
@@ -284,7 +291,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         raise FileNotFoundError(f'--img {args.img!r} not found')
     predictors, samples = [], []
     for config, checkpoint in args.models:
-        pred = Predictor(config, checkpoint, args.device)
+        pred = Predictor(config, checkpoint, args.device, args.trust_checkpoint)
         predictors.append(pred)
         samples.append(pred(args.img))
     render(args.img, predictors, samples, args.out, args.score_thr, args.opacity,

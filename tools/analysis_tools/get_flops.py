@@ -23,7 +23,7 @@ Examples::
         configs/segformer/segformer_mit-b1_fade_1xb16-160k_ade20k-512x512.py \\
         --compare configs/segformer/segformer_mit-b1_bilinear_1xb16-160k_ade20k-512x512.py
     python tools/analysis_tools/get_flops.py \\
-        configs/faster_rcnn/faster-rcnn_r50_fpn-fade_1x_coco.py --shape 800 1333
+        configs/faster_rcnn/faster-rcnn_r50_fpn-fade_8xb2-1x_coco.py --shape 800 1333
 """
 from __future__ import annotations
 

@@ -1,7 +1,0 @@
-_base_ = './faster-rcnn_r50_fpn-dysample_1x_coco.py'
-
-# as mmdet's faster-rcnn_r101_fpn_1x_coco.py
-model = dict(
-    backbone=dict(
-        depth=101,
-        init_cfg=dict(type='Pretrained', checkpoint='torchvision://resnet101')))

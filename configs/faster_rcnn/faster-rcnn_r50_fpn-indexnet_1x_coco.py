@@ -1,3 +1,0 @@
-_base_ = './faster-rcnn_r50_fpn-nearest_1x_coco.py'
-
-model = dict(neck=dict(upsample_cfg=dict(_delete_=True, type='IndexNet')))

@@ -1,0 +1,6 @@
+_base_ = './segformer_mit-b1_bilinear_8xb2-160k_ade20k-512x512.py'
+
+# FADE without its gate: the default of the authors' later mmdet/mmseg forks.
+model = dict(
+    decode_head=dict(
+        upsample_cfg=dict(_delete_=True, type='FADE', fusion='none')))

@@ -1,5 +1,0 @@
-_base_ = './segformer_mit-b2_bilinear_1xb16-160k_ade20k-512x512.py'
-
-model = dict(decode_head=dict(upsample_cfg=dict(_delete_=True, type='A2U')))
-# A2U keeps its unused downsampling projection (published 20,042 params per module).
-find_unused_parameters = True

@@ -1,0 +1,8 @@
+_base_ = './upernet_r101_bilinear_4xb4-160k_ade20k-512x512.py'
+
+model = dict(
+    decode_head=dict(
+        upsample_cfg=dict(_delete_=True, type='A2U')))
+# A2U keeps its (unused when upsampling) downsampling-kernel projection so the module has the
+# published 20,042 parameters; DDP must then allow unused parameters, as FADE's A2U runs did.
+find_unused_parameters = True

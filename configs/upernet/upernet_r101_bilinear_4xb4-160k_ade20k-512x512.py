@@ -1,0 +1,18 @@
+# UPerNet R-101, ADE20K 160k: mmseg's longer schedule
+# (kept as an extra; the upsampler comparisons used 80k).
+# Bilinear: the baseline that every upsampler config of this backbone and schedule inherits and
+# changes in `upsample_cfg` only (`upsample_fpn_outs=True` replaces the resizes to 1/4 too).
+_base_ = 'mmseg::upernet/upernet_r101_4xb4-160k_ade20k-512x512.py'
+
+custom_imports = dict(imports=['fade_mm.seg'], allow_failed_imports=False)
+
+model = dict(decode_head=dict(type='UpsamplerUPerHead', upsample_cfg=None))
+
+# mIoU and boundary IoU (band = 2% of the image diagonal) in one metric: a single evaluator
+# entry, so that mmseg's own `tools/test.py --out DIR` works.
+val_evaluator = dict(_delete_=True, type='IoUBoundaryMetric', iou_metrics=['mIoU'],
+                     boundary_ratio=0.02)
+test_evaluator = val_evaluator
+# keep the checkpoint of the best validation: the published numbers are the best of the runs'
+# evaluations (every 16k iterations, 10 in all)
+default_hooks = dict(checkpoint=dict(save_best='mIoU', rule='greater'))

@@ -1,3 +1,0 @@
-_base_ = './upernet_r50_bilinear_1xb16-160k_ade20k-512x512.py'
-
-model = dict(decode_head=dict(upsample_cfg=dict(_delete_=True, type='IndexNet')))

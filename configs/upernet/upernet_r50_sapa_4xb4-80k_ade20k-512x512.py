@@ -1,0 +1,5 @@
+_base_ = './upernet_r50_bilinear_4xb4-80k_ade20k-512x512.py'
+
+model = dict(
+    decode_head=dict(
+        upsample_cfg=dict(_delete_=True, type='SAPA', variant='B')))
