@@ -18,12 +18,28 @@ highest AP / mIoU, all its columns from that same evaluation) and **final** (the
 a test run when there was no validation). Deltas are to the baseline row: by default the
 nearest / bilinear run of the same task and backbone.
 
+**Seeds.** Runs of one experiment that differ only in their seed make one row: each metric
+shows the mean and the sample standard deviation (n - 1) over them, ``44.31 ± 0.21``, and the
+``n`` column their number (one run: its value, n=1). Runs are grouped by their dumped configs,
+compared without ``randomness.seed`` and without the keys that say where and how a run was
+launched (``work_dir``, ``launcher``, ``resume``, and ``load_from`` of a resumed run) -- not
+by directory names, so ``x_seed0`` / ``x_seed1`` group and a run whose schedule or learning
+rate differs does not, whatever the names say. The seed shown (CSV) is the one the Runner
+logged (``seed: N`` under "Runtime environment" in ``<timestamp>/<timestamp>.log``), else the
+config's ``randomness.seed``. A delta whose two mean ± std intervals overlap is marked ``†``:
+the difference is within run-to-run spread (a single run counts as a point).
+``--per-run`` shows one row per run directory instead.
+
+Config dumps are Python and ``mmengine.Config.fromfile`` executes them: read work dirs you
+trust. Seeds are read from the logs, which are never executed.
+
 Examples::
 
     python tools/analysis_tools/results_table.py work_dirs
     python tools/analysis_tools/results_table.py work_dirs/segformer_* --format latex \\
         --baseline segformer_mit-b1_bilinear_1xb16-160k_ade20k-512x512 --metrics mIoU bIoU mAcc
     python tools/analysis_tools/results_table.py work_dirs --format csv --no-flops
+    python tools/analysis_tools/results_table.py work_dirs/demo/*_seed* --eval final
 """
 from __future__ import annotations
 
@@ -35,6 +51,7 @@ import math
 import os
 import os.path as osp
 import re
+import statistics
 import sys
 import warnings
 from dataclasses import dataclass, field
@@ -83,9 +100,18 @@ LABELS = {'nearest': 'Nearest', 'nearestupsample': 'Nearest', 'bilinear': 'Bilin
           'pixel_shuffle': 'PixelShuffle', 'pixelshuffleupsample': 'PixelShuffle',
           'carafe': 'CARAFE', 'indexnet': 'IndexNet', 'a2u': 'A2U', 'sapa': 'SAPA',
           'dysample': 'DySample', 'fade': 'FADE', 'fadelite': 'FADE-Lite'}
+# Keys of a config that say where and how a run was launched, not what it trained: seeds of
+# one experiment started apart (own work dir, another launcher, resumed) still group.
+LAUNCH_KEYS = ('work_dir', 'launcher', 'resume')
+# `seed: N` in the "Runtime environment" block an mmengine Runner logs at start.
+LOG_SEED = re.compile(r'^\s*seed: (-?\d+)\s*$')
+# Only the head of a log holds that block: training logs grow to gigabytes.
+LOG_HEAD_LINES = 400
+SEED_SUFFIX = re.compile(r'[_-]seed\d+$')
 MIT = {(32, (2, 2, 2, 2)): 'B0', (64, (2, 2, 2, 2)): 'B1', (64, (3, 4, 6, 3)): 'B2',
        (64, (3, 4, 18, 3)): 'B3', (64, (3, 8, 27, 3)): 'B4', (64, (3, 6, 40, 3)): 'B5'}
 DASH = '–'
+WITHIN_SPREAD = '†'
 
 
 @dataclass
@@ -113,7 +139,7 @@ class Run:
     biou_ratio: Optional[float] = None
     params: Optional[int] = None
     macs: Optional[int] = None
-    baseline: Optional['Run'] = None
+    seed: Optional[int] = None
 
     @property
     def evaluations(self) -> List[Evaluation]:
@@ -128,6 +154,72 @@ class Run:
 
     def final(self) -> Optional[Evaluation]:
         return self.evaluations[-1] if self.evaluations else None
+
+
+@dataclass
+class RunGroup:
+    """One table row: the runs of one experiment that differ only in their seed (n >= 1).
+
+    Task, method, backbone and complexity are the same for all of them (their configs are
+    equal but for the seed); they are read from the first run.
+    """
+
+    runs: List[Run]
+    baseline: Optional['RunGroup'] = None
+
+    @property
+    def name(self) -> str:
+        """The run directory's name; for several runs their common name without
+        ``_seed<N>``, else the first one's."""
+        if len(self.runs) == 1:
+            return self.runs[0].name
+        stems = {SEED_SUFFIX.sub('', r.name) for r in self.runs}
+        return stems.pop() if len(stems) == 1 else self.runs[0].name
+
+    @property
+    def n(self) -> int:
+        return len(self.runs)
+
+    @property
+    def seeds(self) -> List[Optional[int]]:
+        return [r.seed for r in self.runs]
+
+    @property
+    def task(self) -> Optional[str]:
+        return self.runs[0].task
+
+    @property
+    def method(self) -> str:
+        return self.runs[0].method
+
+    @property
+    def backbone(self) -> str:
+        return self.runs[0].backbone
+
+    @property
+    def biou_ratio(self) -> Optional[float]:
+        return self.runs[0].biou_ratio
+
+    @property
+    def params(self) -> Optional[int]:
+        return self.runs[0].params
+
+    @property
+    def macs(self) -> Optional[int]:
+        return self.runs[0].macs
+
+    def names(self) -> List[str]:
+        """Every name the group answers to (``--baseline``), lower case."""
+        return [self.name.lower()] + [r.name.lower() for r in self.runs]
+
+
+@dataclass(frozen=True)
+class Stat:
+    """A metric over the runs of a group: mean, sample std (None for one run), count."""
+
+    mean: float
+    std: Optional[float]
+    n: int
 
 
 # ----------------------------------------------------------------------------- reading
@@ -251,12 +343,49 @@ def backbone_label(cfg: Config) -> str:
     return kind
 
 
+# bIoU evaluators of fade_mm.seg and their band-width argument (both default to 0.02): the
+# stand-alone metric, and the IoUMetric subclass that also computes mIoU
+BIOU_METRICS = {'BoundaryIoUMetric': 'ratio', 'IoUBoundaryMetric': 'boundary_ratio'}
+
+
 def _biou_ratio(cfg: Config) -> Optional[float]:
     evaluators = cfg.get('val_evaluator') or cfg.get('test_evaluator') or []
     for ev in evaluators if isinstance(evaluators, (list, tuple)) else [evaluators]:
-        if isinstance(ev, dict) and ev.get('type') == 'BoundaryIoUMetric':
-            return float(ev.get('ratio', 0.02))
+        if isinstance(ev, dict) and ev.get('type') in BIOU_METRICS:
+            return float(ev.get(BIOU_METRICS[ev['type']], 0.02))
     return None
+
+
+def _logged_seed(log_path: str) -> Optional[int]:
+    """The seed an mmengine Runner logged under "Runtime environment"; None if not there."""
+    in_env = False
+    with open(log_path, errors='replace') as f:
+        for n, line in enumerate(f):
+            if n >= LOG_HEAD_LINES:
+                break
+            # only inside that block: the config printed later may hold "seed" too
+            if 'Runtime environment:' in line:
+                in_env = True
+            elif in_env:
+                m = LOG_SEED.match(line)
+                if m:
+                    return int(m.group(1))
+                if line.startswith('---'):  # end of the block
+                    in_env = False
+    return None
+
+
+def read_seed(run_dir: str, stamps: List[str], cfg: Optional[Config]) -> Optional[int]:
+    """The run's seed: the one its first log records (the Runner logs the seed it used, also
+    a random one drawn for ``seed=None``), else the dumped config's ``randomness.seed``."""
+    for stamp in stamps:
+        log = osp.join(run_dir, stamp, stamp + '.log')
+        if osp.isfile(log):
+            seed = _logged_seed(log)
+            if seed is not None:
+                return seed
+    seed = ((cfg.get('randomness') or {}).get('seed') if cfg is not None else None)
+    return seed if isinstance(seed, int) else None
 
 
 def read_run(run_dir: str) -> Run:
@@ -292,8 +421,56 @@ def read_run(run_dir: str) -> Run:
     run = Run(name=name, path=run_dir, task=task, config=cfg, config_path=config_path,
               method=method_label(cfg, task) if cfg is not None else name,
               backbone=backbone_label(cfg) if cfg is not None else '?', vals=vals,
-              tests=tests, biou_ratio=_biou_ratio(cfg) if cfg is not None else None)
+              tests=tests, biou_ratio=_biou_ratio(cfg) if cfg is not None else None,
+              seed=read_seed(run_dir, stamps, cfg))
     return run
+
+
+def experiment_key(run: Run) -> str:
+    """What runs of one experiment share: the config without its seed and launch keys (see
+    the module docstring); a run without a readable config is an experiment of its own."""
+    if run.config is None:
+        return 'run:' + osp.realpath(run.path)
+    cfg = run.config.to_dict()
+    if cfg.get('resume') or cfg.get('load_from') is None:
+        # a resumed run's: the checkpoint it restarted from; None is no setting either
+        cfg.pop('load_from', None)
+    for key in LAUNCH_KEYS:
+        cfg.pop(key, None)
+    randomness = dict(cfg.pop('randomness', None) or {})
+    randomness.pop('seed', None)
+    if randomness:  # deterministic=True, diff_rank_seed ... do tell experiments apart
+        cfg['randomness'] = randomness
+    return json.dumps(cfg, sort_keys=True, default=str)
+
+
+def group_runs(runs: List[Run], by_seed: bool = True) -> List[RunGroup]:
+    """Groups runs that differ only in their seed (``by_seed``), else one group per run.
+
+    Warns about a group with a seed twice (its spread is then not the seeds' spread) and
+    about one whose runs ended at different steps (one may be unfinished).
+    """
+    groups: Dict[str, List[Run]] = {}
+    for run in runs:
+        key = experiment_key(run) if by_seed else 'run:' + osp.realpath(run.path)
+        groups.setdefault(key, []).append(run)
+    out = []
+    for members in groups.values():
+        members.sort(key=lambda r: (r.seed is None, r.seed or 0, r.name))
+        group = RunGroup(members)
+        seeds = [r.seed for r in members if r.seed is not None]
+        twice = sorted({s for s in seeds if seeds.count(s) > 1})
+        if twice:
+            names = ', '.join(r.name for r in members if r.seed in twice)
+            warnings.warn(f'results_table: {group.name}: seed {", ".join(map(str, twice))} '
+                          f'in more than one run ({names}); they are averaged as separate '
+                          'runs, so the std is not the spread over seeds')
+        steps = [r.final().step for r in members]
+        if None not in steps and len(set(steps)) > 1:
+            warnings.warn(f'results_table: {group.name}: last evaluations at different steps '
+                          f'({", ".join(map(str, steps))}); a run may be unfinished')
+        out.append(group)
+    return out
 
 
 # ----------------------------------------------------------------------------- complexity
@@ -327,47 +504,81 @@ def add_complexity(runs: List[Run], shape: Sequence[int], flops: bool, device: s
         run.params, run.macs = cache[key]
 
 
-def assign_baselines(runs: List[Run], name: Optional[str]) -> None:
-    """Sets each run's baseline: the ``name`` match (run dir or method, case-insensitive) in
-    its task and backbone, else the only match in its task; by default the nearest /
-    bilinear run of the same task and backbone."""
-    def matches(r: Run) -> bool:
+def assign_baselines(groups: List[RunGroup], name: Optional[str]) -> None:
+    """Sets each row's baseline: the ``name`` match (run dir, seed-less group name or method,
+    case-insensitive) in its task and backbone, else the only match in its task; by default
+    the nearest / bilinear row of the same task and backbone."""
+    def matches(g: RunGroup) -> bool:
         if name is not None:
-            return name.lower() in (r.name.lower(), r.method.lower())
-        return r.method in TASKS[r.task]['baselines']
+            return name.lower() in g.names() + [g.method.lower()]
+        return g.method in TASKS[g.task]['baselines']
 
-    cands = [r for r in runs if r.task is not None and matches(r)]
+    cands = [g for g in groups if g.task is not None and matches(g)]
     if name is not None and not cands:
         raise ValueError(f'results_table: --baseline {name!r} matches no run (runs: '
-                         f'{", ".join(r.name for r in runs)}; methods: '
-                         f'{", ".join(sorted({r.method for r in runs}))})')
-    for run in runs:
-        same = [c for c in cands if c.task == run.task and c.backbone == run.backbone]
+                         f'{", ".join(r.name for g in groups for r in g.runs)}; methods: '
+                         f'{", ".join(sorted({g.method for g in groups}))})')
+    for group in groups:
+        group.baseline = None
+        same = [c for c in cands if c.task == group.task and c.backbone == group.backbone]
         if not same and name is not None:
-            same = [c for c in cands if c.task == run.task]
+            same = [c for c in cands if c.task == group.task]
             same = same if len(same) == 1 else []
         if same:
-            # the baseline kind listed first wins (bilinear over nearest for segmentation)
-            kinds = list(TASKS[run.task]['baselines'])
-            same.sort(key=lambda c: (kinds.index(c.method) if c.method in kinds else 0, c.name))
-            run.baseline = same[0]
+            # the baseline kind listed first wins (bilinear over nearest for segmentation);
+            # then the row with more seeds, the better-measured reference
+            kinds = list(TASKS[group.task]['baselines'])
+            same.sort(key=lambda c: (kinds.index(c.method) if c.method in kinds else 0,
+                                     -c.n, c.name))
+            group.baseline = same[0]
 
 
-def _order(run: Run) -> Tuple:
-    prefixes = [m for m in METHOD_ORDER if run.method.startswith(m)]
+def _order(group: RunGroup) -> Tuple:
+    prefixes = [m for m in METHOD_ORDER if group.method.startswith(m)]
     idx = METHOD_ORDER.index(max(prefixes, key=len)) if prefixes else len(METHOD_ORDER)
-    return (run.backbone, run.baseline is not run, idx, run.method, run.name)
+    return (group.backbone, group.baseline is not group, idx, group.method, -group.n,
+            group.name)
+
+
+# ----------------------------------------------------------------------------- statistics
+
+def metric_stat(group: RunGroup, which: str, metric: Metric) -> Optional[Stat]:
+    """Mean and sample std (n - 1) of one metric over the group's runs, each at its own
+    ``which`` evaluation (``'best'`` / ``'final'``); runs without the value are left out."""
+    values = []
+    for run in group.runs:
+        ev = getattr(run, which)()
+        v = value_of(ev, metric) if ev else None
+        if v is not None:
+            values.append(v)
+    if not values:
+        return None
+    std = statistics.stdev(values) if len(values) > 1 else None
+    return Stat(statistics.fmean(values), std, len(values))
+
+
+def within_spread(a: Stat, b: Stat) -> Optional[bool]:
+    """Whether the mean ± std intervals of ``a`` and ``b`` overlap; None when neither has a
+    spread (two single runs). A single run counts as a point."""
+    if a.std is None and b.std is None:
+        return None
+    return abs(a.mean - b.mean) <= (a.std or 0.0) + (b.std or 0.0)
 
 
 # ----------------------------------------------------------------------------- formatting
 
 @dataclass
 class Cell:
-    """A value and its delta to the baseline (None: not applicable)."""
+    """A value (mean over the row's runs) and its delta to the baseline (None: not
+    applicable)."""
 
     value: Optional[float]
     delta: Optional[float]
     decimals: int
+    std: Optional[float] = None  # sample std over the runs; None for a single value
+    n: int = 1  # runs with a value
+    partial: bool = False  # fewer values than the row has runs: n is shown in the cell
+    within_spread: Optional[bool] = None  # delta inside the run-to-run spread (marked †)
 
 
 def _num(v: float, decimals: int, sign: bool = False) -> str:
@@ -379,46 +590,62 @@ def _cell_text(c: Cell) -> str:
     if c.value is None:
         return DASH
     text = _num(c.value, c.decimals)
-    return text if c.delta is None else f'{text} ({_num(c.delta, c.decimals, True)})'
+    if c.std is not None:
+        text += f' ± {_num(c.std, c.decimals)}'
+    if c.partial:
+        text += f' (n={c.n})'
+    if c.delta is not None:
+        mark = WITHIN_SPREAD if c.within_spread else ''
+        text += f' ({_num(c.delta, c.decimals, True)}{mark})'
+    return text
 
 
-def metric_cells(run: Run, metrics: List[Metric], which: str) -> List[Cell]:
+def metric_cells(group: RunGroup, metrics: List[Metric], which: str) -> List[Cell]:
     """Cells of one evaluation kind (``'best'`` / ``'final'``) with deltas to the baseline
-    run's evaluation of the same kind."""
-    ev = getattr(run, which)()
-    base = getattr(run.baseline, which)() if run.baseline not in (None, run) else None
+    row's evaluation of the same kind (differences of the means)."""
+    base = group.baseline if group.baseline not in (None, group) else None
     cells = []
     for m in metrics:
-        v = value_of(ev, m) if ev else None
-        b = value_of(base, m) if base else None
+        v = metric_stat(group, which, m)
+        b = metric_stat(base, which, m) if base else None
+        if v is None:
+            cells.append(Cell(None, None, m.decimals, n=0))
+            continue
         # deltas of the rounded numbers, so that a reader's subtraction agrees with them
-        d = None if v is None or b is None else round(round(v, m.decimals) -
-                                                      round(b, m.decimals), m.decimals)
-        cells.append(Cell(v, d, m.decimals))
+        d = None if b is None else round(round(v.mean, m.decimals) -
+                                         round(b.mean, m.decimals), m.decimals)
+        cells.append(Cell(v.mean, d, m.decimals, std=v.std, n=v.n, partial=v.n < group.n,
+                          within_spread=None if b is None else within_spread(v, b)))
     return cells
 
 
-def _complexity_text(run: Run, flops: bool) -> Tuple[str, str]:
-    base = run.baseline if run.baseline not in (None, run) else None
-    if run.params is None:
+def _complexity_text(group: RunGroup, flops: bool) -> Tuple[str, str]:
+    base = group.baseline if group.baseline not in (None, group) else None
+    if group.params is None:
         p = DASH
     elif base is not None and base.params is not None:
-        p = _num((run.params - base.params) / 1e6, 2, True) + 'M'
+        p = _num((group.params - base.params) / 1e6, 2, True) + 'M'
     else:
-        p = f'{run.params / 1e6:.2f}M'
-    if not flops or run.macs is None:
+        p = f'{group.params / 1e6:.2f}M'
+    if not flops or group.macs is None:
         g = DASH
     elif base is not None and base.macs is not None:
-        g = _num((run.macs - base.macs) / 1e9, 2, True)
+        g = _num((group.macs - base.macs) / 1e9, 2, True)
     else:
-        g = f'{run.macs / 1e9:.2f}'
+        g = f'{group.macs / 1e9:.2f}'
     return p, g
 
 
-def _groups(runs: List[Run]) -> List[Tuple[str, List[Run]]]:
+def _per_run(values: Sequence[Any], sep: str = '/') -> str:
+    """One value when the runs agree, else each run's, ``sep``-separated."""
+    texts = ['' if v is None else str(v) for v in values]
+    return texts[0] if len(set(texts)) == 1 else sep.join(texts)
+
+
+def _by_task(groups: List[RunGroup]) -> List[Tuple[str, List[RunGroup]]]:
     out = []
     for task in TASKS:
-        rows = sorted((r for r in runs if r.task == task), key=_order)
+        rows = sorted((g for g in groups if g.task == task), key=_order)
         if rows:
             out.append((task, rows))
     return out
@@ -436,9 +663,19 @@ def _headers(metrics: List[Metric], evals: List[str], ratios: Sequence[float]) -
     return [f'{e} {n}' for e in evals for n in names]
 
 
-def _notes(task: str, metrics: List[Metric], evals: List[str], args: argparse.Namespace,
-           ratios: Sequence[float]) -> List[str]:
+def _fixed_headers(args: argparse.Namespace) -> List[str]:
+    return (['Method', 'Backbone', 'ΔParams'] + ([] if args.no_flops else ['ΔGFLOPs'])
+            + ['n', 'Evals'])
+
+
+def _any_within_spread(rows: List[RunGroup], metrics: List[Metric], evals: List[str]) -> bool:
+    return any(c.within_spread for g in rows for e in evals for c in metric_cells(g, metrics, e))
+
+
+def _notes(task: str, rows: List[RunGroup], metrics: List[Metric], evals: List[str],
+           args: argparse.Namespace) -> List[str]:
     primary = TASKS[task]['metrics'][0].label
+    ratios = _ratios(rows)
     notes = []
     if not args.no_flops:
         conv = ('bilinear interpolation and grid sampling excluded' if args.exclude_sampling
@@ -449,6 +686,14 @@ def _notes(task: str, metrics: List[Metric], evals: List[str], args: argparse.Na
     notes.append(('ΔParams' if args.no_flops else 'ΔParams / ΔGFLOPs') +
                  ': totals on the baseline row (and rows without one), differences to the '
                  'baseline elsewhere; metric deltas in parentheses.')
+    if args.per_run:
+        notes.append('n: one run per row (--per-run).')
+    else:
+        notes.append('n: runs of the row, configs equal but for the seed; n > 1: mean ± '
+                     'sample std (n−1) over them, deltas between means.')
+    if _any_within_spread(rows, metrics, evals):
+        notes.append(f'{WITHIN_SPREAD}: difference within run-to-run spread (mean ± std '
+                     'intervals overlap).')
     if 'best' in evals:
         notes.append(f'best: the evaluation with the highest {primary} of each run (all '
                      'its columns); final: the last evaluation.')
@@ -460,59 +705,62 @@ def _notes(task: str, metrics: List[Metric], evals: List[str], args: argparse.Na
     return notes
 
 
-def _rows(rows: List[Run], metrics: List[Metric], evals: List[str],
+def _ratios(rows: List[RunGroup]) -> List[float]:
+    return [g.biou_ratio for g in rows if g.biou_ratio is not None]
+
+
+def _rows(rows: List[RunGroup], metrics: List[Metric], evals: List[str],
           args: argparse.Namespace) -> List[List[str]]:
     out = []
-    for r in rows:
-        p, g = _complexity_text(r, not args.no_flops)
-        cells = [c for e in evals for c in metric_cells(r, metrics, e)]
-        line = [r.method, r.backbone, p]
+    for g in rows:
+        p, gf = _complexity_text(g, not args.no_flops)
+        cells = [c for e in evals for c in metric_cells(g, metrics, e)]
+        line = [g.method, g.backbone, p]
         if not args.no_flops:
-            line.append(g)
-        out.append(line + [str(len(r.evaluations))] + [_cell_text(c) for c in cells])
+            line.append(gf)
+        line += [str(g.n), _per_run([len(r.evaluations) for r in g.runs])]
+        out.append(line + [_cell_text(c) for c in cells])
     return out
 
 
-def render_markdown(runs: List[Run], args: argparse.Namespace) -> str:
+def render_markdown(groups: List[RunGroup], args: argparse.Namespace) -> str:
     blocks = []
-    for task, rows in _groups(runs):
+    for task, rows in _by_task(groups):
         metrics, evals = _metrics(task, args), _evals(args)
-        ratios = [r.biou_ratio for r in rows if r.biou_ratio is not None]
-        head = ['Method', 'Backbone', 'ΔParams'] + ([] if args.no_flops else ['ΔGFLOPs'])
-        head += ['Evals'] + _headers(metrics, evals, ratios)
+        head = _fixed_headers(args) + _headers(metrics, evals, _ratios(rows))
         align = ['---', '---'] + ['---:'] * (len(head) - 2)
         lines = [f"**{TASKS[task]['title']}**", '',
                  '| ' + ' | '.join(head) + ' |', '|' + '|'.join(align) + '|']
         lines += ['| ' + ' | '.join(row) + ' |' for row in _rows(rows, metrics, evals, args)]
-        lines += [''] + _notes(task, metrics, evals, args, ratios)
+        lines += [''] + _notes(task, rows, metrics, evals, args)
         blocks.append('\n'.join(lines))
     return '\n\n'.join(blocks)
 
 
 _LATEX_ESCAPES = {'\\': r'\textbackslash{}', '&': r'\&', '%': r'\%', '$': r'\$', '#': r'\#',
                   '_': r'\_', '{': r'\{', '}': r'\}', '~': r'\textasciitilde{}',
-                  '^': r'\textasciicircum{}', '–': '--', '−': '$-$', 'Δ': r'$\Delta$'}
+                  '^': r'\textasciicircum{}', '–': '--', '−': '$-$', 'Δ': r'$\Delta$',
+                  '±': r'$\pm$', WITHIN_SPREAD: r'$^\dagger$'}
 
 
 def _ascii(text: str) -> str:
     # comments too: a pdflatex without utf8 input still reads them
-    return text.replace('Δ', 'Delta ').replace('–', '-').replace('−', '-')
+    return (text.replace('Δ', 'Delta ').replace('–', '-').replace('−', '-')
+            .replace('±', '+/-').replace(WITHIN_SPREAD, 'dagger'))
 
 
 def latex_escape(text: str) -> str:
     return ''.join(_LATEX_ESCAPES.get(ch, ch) for ch in text)
 
 
-def render_latex(runs: List[Run], args: argparse.Namespace) -> str:
+def render_latex(groups: List[RunGroup], args: argparse.Namespace) -> str:
     blocks = []
-    for task, rows in _groups(runs):
+    for task, rows in _by_task(groups):
         metrics, evals = _metrics(task, args), _evals(args)
-        ratios = [r.biou_ratio for r in rows if r.biou_ratio is not None]
-        fixed = ['Method', 'Backbone', 'ΔParams'] + ([] if args.no_flops else ['ΔGFLOPs'])
-        fixed.append('Evals')
-        names = _headers(metrics, [evals[0]], ratios)
+        fixed = _fixed_headers(args)
+        names = _headers(metrics, [evals[0]], _ratios(rows))
         lines = [f"% {TASKS[task]['title']} -- tools/analysis_tools/results_table.py",
-                 *('% ' + _ascii(n) for n in _notes(task, metrics, evals, args, ratios)),
+                 *('% ' + _ascii(n) for n in _notes(task, rows, metrics, evals, args)),
                  r'\begin{tabular}{ll' + 'r' * (len(fixed) - 2) +
                  'c' * (len(metrics) * len(evals)) + '}', r'\toprule']
         if len(evals) > 1:
@@ -534,50 +782,67 @@ def render_latex(runs: List[Run], args: argparse.Namespace) -> str:
     return '\n\n'.join(blocks)
 
 
-def render_csv(runs: List[Run], args: argparse.Namespace) -> str:
-    """One CSV for all runs: exact numbers, one column per value and per delta."""
+def render_csv(groups: List[RunGroup], args: argparse.Namespace) -> str:
+    """One CSV for all rows: exact numbers, one column per value, spread and delta.
+
+    ``run`` is the row's name, ``runs`` / ``seeds`` its run directories and their seeds
+    (``;``-separated, ``?`` for an unknown seed; ``evals`` and the steps likewise where the
+    runs differ). Per metric: the mean (``<M>_<eval>``), its sample std (empty for one
+    value), the number of runs with a value, the delta of the means to the baseline and
+    whether the mean ± std intervals overlap (``within_spread``: true / false; empty without
+    a spread or a baseline).
+    """
     evals = _evals(args)
-    cols = ['task', 'run', 'method', 'backbone', 'baseline', 'params', 'params_delta']
+    cols = ['task', 'run', 'method', 'backbone', 'baseline', 'n', 'runs', 'seeds', 'params',
+            'params_delta']
     if not args.no_flops:
         cols += ['shape', 'gflops', 'gflops_delta']
     cols += ['evals', 'best_step', 'final_step']
-    groups = _groups(runs)
+    by_task = _by_task(groups)
     metric_cols: List[str] = []
-    for task, _ in groups:
+    for task, _ in by_task:
         for e in evals:
             for m in _metrics(task, args):
-                metric_cols += [f'{m.label}_{e}', f'{m.label}_{e}_delta']
-    if any(task == 'seg' for task, _ in groups):
+                metric_cols += [f'{m.label}_{e}{x}' for x in
+                                ('', '_std', '_n', '_delta', '_within_spread')]
+    if any(task == 'seg' for task, _ in by_task):
         metric_cols.append('biou_ratio')
     buf = io.StringIO()
     writer = csv.DictWriter(buf, cols + metric_cols, lineterminator='\n')
     writer.writeheader()
-    for task, rows in groups:
+    for task, rows in by_task:
         metrics = _metrics(task, args)
-        for r in rows:
-            base = r.baseline if r.baseline not in (None, r) else None
-            row: Dict[str, Any] = dict(task=task, run=r.name, method=r.method,
-                                       backbone=r.backbone,
-                                       baseline=r.baseline.name if r.baseline else '',
-                                       params=r.params, evals=len(r.evaluations))
-            if base is not None and r.params is not None and base.params is not None:
-                row['params_delta'] = r.params - base.params
+        for g in rows:
+            base = g.baseline if g.baseline not in (None, g) else None
+            row: Dict[str, Any] = dict(
+                task=task, run=g.name, method=g.method, backbone=g.backbone,
+                baseline=g.baseline.name if g.baseline else '', n=g.n,
+                runs=';'.join(r.name for r in g.runs),
+                seeds=';'.join('?' if s is None else str(s) for s in g.seeds),
+                params=g.params, evals=_per_run([len(r.evaluations) for r in g.runs], ';'))
+            if base is not None and g.params is not None and base.params is not None:
+                row['params_delta'] = g.params - base.params
             if not args.no_flops:
                 row['shape'] = f'{args.shape[0]}x{args.shape[1]}'
-                if r.macs is not None:
-                    row['gflops'] = f'{r.macs / 1e9:.4f}'
+                if g.macs is not None:
+                    row['gflops'] = f'{g.macs / 1e9:.4f}'
                     if base is not None and base.macs is not None:
-                        row['gflops_delta'] = f'{(r.macs - base.macs) / 1e9:+.4f}'
-            best, final = r.best(), r.final()
-            row['best_step'] = best.step if best and best.step is not None else ''
-            row['final_step'] = final.step if final and final.step is not None else ''
+                        row['gflops_delta'] = f'{(g.macs - base.macs) / 1e9:+.4f}'
+            for which in ('best', 'final'):
+                evs = [getattr(r, which)() for r in g.runs]
+                row[f'{which}_step'] = _per_run([e.step if e else None for e in evs], ';')
             for e in evals:
-                for m, c in zip(metrics, metric_cells(r, metrics, e)):
-                    row[f'{m.label}_{e}'] = '' if c.value is None else _num(c.value, c.decimals)
-                    row[f'{m.label}_{e}_delta'] = ('' if c.delta is None else
-                                                  f'{c.delta:+.{c.decimals}f}')
+                for m, c in zip(metrics, metric_cells(g, metrics, e)):
+                    key = f'{m.label}_{e}'
+                    row[key] = '' if c.value is None else _num(c.value, c.decimals)
+                    row[key + '_std'] = '' if c.std is None else _num(c.std, c.decimals)
+                    row[key + '_n'] = c.n
+                    row[key + '_delta'] = ('' if c.delta is None else
+                                           f'{c.delta:+.{c.decimals}f}')
+                    row[key + '_within_spread'] = ('' if c.within_spread is None else
+                                                   str(c.within_spread).lower())
             if task == 'seg':
-                row['biou_ratio'] = '' if r.biou_ratio is None else f'{r.biou_ratio:g}'
+                row['biou_ratio'] = '' if g.biou_ratio is None else f'{g.biou_ratio:g}'
             writer.writerow({k: ('' if v is None else v) for k, v in row.items()})
     return buf.getvalue().rstrip('\n')
 
@@ -602,8 +867,9 @@ def _evals(args: argparse.Namespace) -> List[str]:
 RENDER = {'markdown': render_markdown, 'latex': render_latex, 'csv': render_csv}
 
 
-def collect(args: argparse.Namespace) -> List[Run]:
-    """Reads the runs named by ``args.work_dirs``, measures them and assigns baselines.
+def collect(args: argparse.Namespace) -> List[RunGroup]:
+    """Reads the runs named by ``args.work_dirs``, measures them, groups the seeds of each
+    experiment into one row (unless ``args.per_run``) and assigns baselines.
 
     Runs without any evaluation (e.g. a training that crashed early) are skipped with a
     warning.
@@ -616,14 +882,15 @@ def collect(args: argparse.Namespace) -> List[Run]:
     if not runs:
         raise SystemExit('results_table: no run with evaluation results under '
                          + ', '.join(args.work_dirs))
+    groups = group_runs(runs, by_seed=not args.per_run)
     add_complexity(runs, args.shape, not args.no_flops, args.device, args.exclude_sampling)
-    assign_baselines(runs, args.baseline)
-    return runs
+    assign_baselines(groups, args.baseline)
+    return groups
 
 
-def render(runs: List[Run], args: argparse.Namespace) -> str:
-    """The table of ``runs`` in ``args.format``."""
-    return RENDER[args.format](runs, args)
+def render(groups: List[RunGroup], args: argparse.Namespace) -> str:
+    """The table of ``groups`` (see :func:`collect`) in ``args.format``."""
+    return RENDER[args.format](groups, args)
 
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
@@ -648,6 +915,9 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     p.add_argument('--exclude-sampling', action='store_true',
                    help='leave bilinear interpolation / grid sampling out of GFLOPs (the '
                    'convention of hook-based counters behind the published tables)')
+    p.add_argument('--per-run', action='store_true',
+                   help='one row per run directory (default: runs whose configs differ only '
+                   'in randomness.seed make one row, mean ± std)')
     p.add_argument('--device', choices=['auto', 'meta', 'cpu'], default='auto',
                    help='where FLOPs are counted (see get_flops.py)')
     args = p.parse_args(argv)
