@@ -12,6 +12,7 @@ from torch import Tensor
 
 from .._checks import check_choice
 from ..registry import build_upsamplers
+from ..upsamplers._common import check_bool, checkpointed
 
 TOPOLOGIES = ('fpn', 'fpn_carafe')
 FUSIONS = ('add', 'none')
@@ -51,6 +52,11 @@ class UpsamplerFPN(BaseModule):
         conv_cfg, norm_cfg, act_cfg: of the lateral and output convs, as in mmdet's FPN.
         init_cfg: initialisation of the FPN convs (Xavier uniform, as mmdet). The
             upsamplers keep the initialisation their papers prescribe.
+        with_cp: gradient checkpointing (mmcv's name): while training, every upsampler call
+            is recomputed in backward instead of keeping its activations (kernels,
+            embeddings, offsets at the finer level's resolution). Same outputs and
+            gradients; batch norms inside an upsampler (IndexNet) do not update their
+            running statistics twice. Default False.
 
     Shapes:
         inputs: tuple of ``(B, in_channels[i], H_i, W_i)`` with ``H_{i+1} = ceil(H_i / 2)``;
@@ -61,11 +67,13 @@ class UpsamplerFPN(BaseModule):
                  start_level: int = 0, topology: str = 'fpn_carafe', fusion: str = 'add',
                  upsample_cfg: dict = dict(type='NearestUpsample'), conv_cfg=None,
                  norm_cfg=None, act_cfg=None,
-                 init_cfg=dict(type='Xavier', layer='Conv2d', distribution='uniform')) -> None:
+                 init_cfg=dict(type='Xavier', layer='Conv2d', distribution='uniform'),
+                 with_cp: bool = False) -> None:
         super().__init__(init_cfg)
         name = type(self).__name__
         check_choice(name, 'topology', topology, TOPOLOGIES)
         check_choice(name, 'fusion', fusion, FUSIONS)
+        check_bool(name, 'with_cp', with_cp)
         used = len(in_channels) - start_level
         if used < 1 or num_outs < used:
             raise ValueError(f'{name}: `num_outs` must be >= the {used} backbone levels used '
@@ -78,6 +86,7 @@ class UpsamplerFPN(BaseModule):
         self.topology = topology
         self.fusion = fusion
         self.upsample_cfg = dict(upsample_cfg)
+        self.with_cp = bool(with_cp)
 
         def conv(cin, k, stride=1):
             return ConvModule(cin, out_channels, k, stride=stride, padding=k // 2,
@@ -115,7 +124,8 @@ class UpsamplerFPN(BaseModule):
                 laterals.append(lc(source))
                 source = laterals[-1]
         for i in range(len(laterals) - 1, 0, -1):
-            up = self.upsamplers[i - 1](laterals[i], laterals[i - 1])
+            up = checkpointed(self.with_cp and self.training, self.upsamplers[i - 1],
+                              laterals[i], laterals[i - 1])
             laterals[i - 1] = laterals[i - 1] + up if self.fusion == 'add' else up
         outs = [fc(lat) for fc, lat in zip(self.fpn_convs, laterals)]
         while len(outs) < self.num_outs:  # 'fpn' topology: P6 by stride-2 max-pool

@@ -11,6 +11,7 @@ from mmseg.registry import MODELS
 from torch import Tensor
 
 from ..registry import build_upsamplers
+from ..upsamplers._common import check_bool, checkpointed
 
 
 @MODELS.register_module()
@@ -26,12 +27,18 @@ class UpsamplerUPerHead(UPerHead):
         upsample_cfg: registry config of the upsampler, or None for plain bilinear resizing
             (then identical to ``UPerHead``).
         upsample_fpn_outs: also upsample the FPN outputs to 1/4 with upsamplers.
+        with_cp: gradient checkpointing (mmcv's name): while training, every upsampler call
+            is recomputed in backward instead of keeping its activations. Same outputs and
+            gradients; batch norms inside an upsampler do not update their running
+            statistics twice. Default False.
         **kwargs: as ``UPerHead``.
     """
 
     def __init__(self, upsample_cfg: Optional[dict] = None, upsample_fpn_outs: bool = False,
-                 **kwargs) -> None:
+                 with_cp: bool = False, **kwargs) -> None:
+        check_bool(type(self).__name__, 'with_cp', with_cp)
         super().__init__(**kwargs)
+        self.with_cp = bool(with_cp)
         if upsample_fpn_outs and upsample_cfg is None:
             raise ValueError('UpsamplerUPerHead: `upsample_fpn_outs`=True needs an '
                              '`upsample_cfg`, got None')
@@ -45,6 +52,9 @@ class UpsamplerUPerHead(UPerHead):
     def _resize_to(self, x: Tensor, ref: Tensor) -> Tensor:
         return resize(x, size=ref.shape[2:], mode='bilinear', align_corners=self.align_corners)
 
+    def _up(self, upsampler, x: Tensor, guide: Tensor) -> Tensor:
+        return checkpointed(self.with_cp and self.training, upsampler, x, guide)
+
     def _forward_feature(self, inputs: List[Tensor]) -> Tensor:
         if self.upsamplers is None:
             return super()._forward_feature(inputs)
@@ -53,8 +63,8 @@ class UpsamplerUPerHead(UPerHead):
         laterals.append(self.psp_forward(inputs))
         n = len(laterals)
         for i in range(n - 1, 0, -1):
-            laterals[i - 1] = laterals[i - 1] + self.upsamplers[i - 1](laterals[i],
-                                                                       laterals[i - 1])
+            laterals[i - 1] = laterals[i - 1] + self._up(self.upsamplers[i - 1], laterals[i],
+                                                         laterals[i - 1])
         outs = [self.fpn_convs[i](laterals[i]) for i in range(n - 1)] + [laterals[-1]]
         guides = list(outs)
         ups = iter(self.fpn_out_upsamplers or ())
@@ -63,5 +73,5 @@ class UpsamplerUPerHead(UPerHead):
                 outs[i] = self._resize_to(outs[i], outs[0])
                 continue
             for guide in reversed(guides[:i]):
-                outs[i] = next(ups)(outs[i], guide)
+                outs[i] = self._up(next(ups), outs[i], guide)
         return self.fpn_bottleneck(torch.cat(outs, dim=1))

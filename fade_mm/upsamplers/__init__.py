@@ -2,8 +2,10 @@
 
 With mmengine present, :mod:`fade_mm.registry` registers each class under its own name in
 mmengine's root ``MODELS``; mmcv's lowercase 'nearest', 'bilinear', 'deconv',
-'pixel_shuffle' and 'carafe' stay mmcv's.
+'pixel_shuffle' and 'carafe' stay mmcv's. :func:`set_with_cp` and :func:`saved_tensor_bytes`
+switch gradient checkpointing and measure the activation memory it saves.
 """
+from ._common import saved_tensor_bytes, set_with_cp
 from .a2u import A2U
 from .bilinear import BilinearUpsample
 from .carafe import CARAFE
@@ -19,4 +21,5 @@ from .sapa import SAPA
 
 __all__ = ['A2U', 'BilinearUpsample', 'CARAFE', 'DeconvUpsample', 'DySample', 'FADE',
            'FADELite', 'IndexNet', 'NearestUpsample', 'PixelShuffleUpsample', 'SAPA',
-           'convert_official_checkpoint', 'convert_official_state_dict']
+           'convert_official_checkpoint', 'convert_official_state_dict', 'saved_tensor_bytes',
+           'set_with_cp']

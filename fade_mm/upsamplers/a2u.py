@@ -17,6 +17,7 @@ from torch import Tensor
 
 from ..ops import carafe, graph_capture
 from .._checks import check_choice, check_feature, check_int, guided_output_size
+from ._common import crop, mmcv_cuda_allowed
 
 KERNEL_NORMS = ('sigmoid_softmax', 'softmax')
 
@@ -83,6 +84,11 @@ class A2U(nn.Module):
     through :meth:`downsample`; ``forward`` does not touch them, so training with DDP needs
     ``find_unused_parameters=True`` (as FADE's config had) unless ``with_downsampler=False``
     (10,790 parameters at 256 channels).
+
+    Determinism: under ``torch.use_deterministic_algorithms(True)`` on CUDA the pooled
+    statistics are computed by two matrix products instead of ``adaptive_avg_pool2d``, whose
+    CUDA backward has no deterministic implementation (same numbers to float rounding), and
+    the reassembly avoids mmcv's ``atomicAdd`` kernel.
 
     Args:
         in_channels: channels ``C`` of the decoder feature ``x`` (and of the output).
@@ -183,24 +189,33 @@ class A2U(nn.Module):
         ``guide`` ``(B, C, s*h, s*w)``, ``filters`` ``(B, d or d*C, k_e, k_e)`` ->
         ``(B*d, C, h, w)`` (rank on the batch axis, ready for GroupNorm per rank).
         """
-        b, c, big_h, big_w = guide.shape
-        d, ke, s = self.rank, self.encoder_kernel, self.scale_factor
+        b, big_h, big_w = guide.shape[0], guide.shape[2], guide.shape[3]
+        c, d, ke, s = self.guide_channels, self.rank, self.encoder_kernel, self.scale_factor
         if self.share:
             weight = filters.view(b, 1, d, ke, ke).expand(b, c, d, ke, ke)
         else:
             weight = filters.view(b, d, c, ke, ke).transpose(1, 2)
+        if graph_capture():
+            # ONNX convolutions need weights of known shape; an unfold and one product with
+            # the per-image filters export for any size (9x the guide's memory, export only).
+            cols = F.unfold(guide.reshape(-1, 1, big_h, big_w), ke, padding=(ke - s) // 2,
+                            stride=s).view(b, c, ke * ke, -1)
+            h, w = -(-big_h // s), -(-big_w // s)
+            out = torch.einsum('bcdk,bckp->bcdp', weight.reshape(b, c, d, ke * ke), cols)
+            return out.reshape(b, c, d, h, w).transpose(1, 2).reshape(-1, c, h, w)
         # One grouped conv for the whole batch: group (b, c) owns its d filters.
-        out = F.conv2d(guide.reshape(1, b * c, big_h, big_w),
-                       weight.reshape(b * c * d, 1, ke, ke), stride=s,
+        out = F.conv2d(guide.reshape(1, -1, big_h, big_w),
+                       weight.reshape(-1, 1, ke, ke), stride=s,
                        padding=(ke - s) // 2, groups=b * c)
         h, w = out.shape[-2:]
-        return out.view(b, c, d, h, w).transpose(1, 2).reshape(b * d, c, h, w)
+        return out.view(-1, c, d, h, w).transpose(1, 2).reshape(-1, c, h, w)
 
     def affinity(self, guide: Tensor) -> Tensor:
         """Low-rank affinity map ``(B, d, h, w)`` of the guide ``(B, C, H, W)``."""
         b, c = guide.shape[:2]
         ke = self.encoder_kernel
-        if graph_capture():
+        if graph_capture() or (guide.is_cuda and torch.are_deterministic_algorithms_enabled()):
+            # Also the deterministic path: adaptive_avg_pool2d's CUDA backward has none.
             pooled = _adaptive_avg_pool_by_matrices(guide, ke)
         else:
             pooled = F.adaptive_avg_pool2d(guide, ke)
@@ -266,5 +281,6 @@ class A2U(nn.Module):
         big_h, big_w = guided_output_size(type(self).__name__, x, guide, self.in_channels,
                                           self.scale_factor, self.guide_channels)
         kernels = self.up_kernels(guide)
-        up = carafe(x, kernels, self.up_kernel, 1, self.scale_factor)
-        return up[:, :, :big_h, :big_w]
+        up = carafe(x, kernels, self.up_kernel, 1, self.scale_factor,
+                    use_mmcv_cuda=mmcv_cuda_allowed())
+        return crop(up, big_h, big_w)

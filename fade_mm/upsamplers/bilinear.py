@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from .._checks import check_choice, check_int, unguided_output_size
+from ._common import crop
 
 
 class BilinearUpsample(nn.Module):
@@ -28,6 +29,11 @@ class BilinearUpsample(nn.Module):
         scale_factor: integer upsampling ratio ``s``.
         align_corners: as in :func:`torch.nn.functional.interpolate` (default ``False``,
             as mmdet/mmseg decoders use).
+
+    Determinism: on CUDA the backward of bilinear interpolation accumulates with
+    ``atomicAdd`` and raises under ``torch.use_deterministic_algorithms(True)`` (as do the
+    bilinear resizes inside mmseg's heads and losses); use ``warn_only=True`` there, or
+    :class:`NearestUpsample`, whose backward is deterministic.
 
     Shapes:
         x: ``(B, C, h, w)``; guide (optional): ``(B, *, H, W)`` with ``ceil(H/s) = h`` and
@@ -56,4 +62,4 @@ class BilinearUpsample(nn.Module):
                                               self.in_channels, self.scale_factor)
         up = F.interpolate(x, scale_factor=self.scale_factor, mode='bilinear',
                            align_corners=self.align_corners)
-        return up[:, :, :out_h, :out_w]
+        return crop(up, out_h, out_w)

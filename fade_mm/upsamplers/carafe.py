@@ -16,6 +16,7 @@ from torch import Tensor
 
 from ..ops.carafe import carafe
 from .._checks import check_int, unguided_output_size
+from ._common import crop, mmcv_cuda_allowed
 
 
 class CARAFE(nn.Module):
@@ -26,7 +27,9 @@ class CARAFE(nn.Module):
        dilation=encoder_dilation)``, "same" padding, at low resolution.
     3. Pixel shuffle to ``(B, up_group*k*k, s*h, s*w)``, softmax over each group's ``k*k``.
     4. Reassembly with :func:`fade_mm.ops.carafe` (pure PyTorch on CPU; mmcv's CUDA kernel
-       on GPU when available).
+       on GPU when available, except under ``torch.use_deterministic_algorithms(True)``:
+       its backward accumulates with ``atomicAdd``, so the pure-PyTorch reassembly, whose
+       backward is deterministic, is used instead).
 
     Parameter names, shapes and the content encoder's channel order
     (``(group*k*k + tap)*s*s + sub_pixel``) are those of ``mmcv.ops.CARAFEPack``, so its
@@ -113,5 +116,6 @@ class CARAFE(nn.Module):
         out_h, out_w = unguided_output_size(type(self).__name__, x, guide,
                                               self.in_channels, self.scale_factor)
         kernels = self.kernel_normalizer(self.content_encoder(self.channel_compressor(x)))
-        up = carafe(x, kernels, self.up_kernel, self.up_group, self.scale_factor)
-        return up[:, :, :out_h, :out_w]
+        up = carafe(x, kernels, self.up_kernel, self.up_group, self.scale_factor,
+                    use_mmcv_cuda=mmcv_cuda_allowed())
+        return crop(up, out_h, out_w)

@@ -17,6 +17,7 @@ from torch import Tensor
 
 from ..ops import SEMI_SHIFT_IMPLS, carafe, graph_capture, semi_shift_conv
 from .._checks import check_choice, check_int, guided_output_size
+from ._common import check_bool, checkpointed, compiling, crop, mmcv_cuda_allowed
 
 KERNEL_SOURCES = ('both', 'encoder', 'decoder')
 KERNEL_GENERATORS = ('semi_shift', 'naive')
@@ -32,7 +33,7 @@ def _xavier_uniform_(module: nn.Module) -> None:
 
 
 def _up_crop(t: Tensor, s: int, out_h: int, out_w: int) -> Tensor:
-    return F.interpolate(t, scale_factor=s, mode='nearest')[:, :, :out_h, :out_w]
+    return crop(F.interpolate(t, scale_factor=s, mode='nearest'), out_h, out_w)
 
 
 class FADE(nn.Module):
@@ -76,6 +77,18 @@ class FADE(nn.Module):
             ``in_channels_en``) and the fusions that add the guide to the output
             (``'gate'``, ``'skip'``) first project it with a 1x1 conv ``C_g -> C`` with bias
             (``guide_proj``, ``C_g*C + C`` extra parameters; ``'none'`` needs none).
+        with_cp: gradient checkpointing (mmcv's name): while training, the kernel generation
+            (compressors, kernel-generating conv, softmax) is recomputed in backward instead
+            of keeping its activations -- the ``d``-channel encoder embedding at the guide's
+            resolution (``d*H*W`` per image, 64 channels for FADE, 25 for FADE-Lite) and the
+            convolution inputs. Same outputs and gradients, one more kernel generation per
+            step. Default False.
+
+    Determinism: every op is deterministic on CPU. On CUDA, under
+    ``torch.use_deterministic_algorithms(True)``, the convolutions pick deterministic
+    algorithms and the reassembly skips mmcv's CUDA kernel (``atomicAdd`` backward) for the
+    pure-PyTorch one. ``torch.compile`` traces the
+    whole module as one graph for every input size (``dynamic=True``).
 
     Shapes:
         x: ``(B, C, h, w)`` decoder feature; guide: ``(B, C_g, H, W)`` encoder feature with
@@ -88,7 +101,8 @@ class FADE(nn.Module):
     def __init__(self, in_channels: int, scale_factor: int = 2, up_kernel: int = 5,
                  embedding_dim: int = 64, encoder_kernel: int = 3, kernel_source: str = 'both',
                  kernel_generator: Optional[str] = None, fusion: str = 'gate',
-                 semi_shift_impl: str = 'l2h', guide_channels: Optional[int] = None) -> None:
+                 semi_shift_impl: str = 'l2h', guide_channels: Optional[int] = None,
+                 with_cp: bool = False) -> None:
         super().__init__()
         name = type(self).__name__
         check_int(name, 'in_channels', in_channels, 1)
@@ -102,6 +116,7 @@ class FADE(nn.Module):
         check_choice(name, 'kernel_source', kernel_source, KERNEL_SOURCES)
         check_choice(name, 'fusion', fusion, FUSIONS)
         check_choice(name, 'semi_shift_impl', semi_shift_impl, SEMI_SHIFT_IMPLS)
+        check_bool(name, 'with_cp', with_cp)
         if kernel_generator is None:
             kernel_generator = 'semi_shift' if kernel_source == 'both' else 'naive'
         check_choice(name, 'kernel_generator', kernel_generator, KERNEL_GENERATORS)
@@ -118,6 +133,7 @@ class FADE(nn.Module):
         self.kernel_generator = kernel_generator
         self.fusion = fusion
         self.semi_shift_impl = semi_shift_impl
+        self.with_cp = bool(with_cp)
 
         k2 = up_kernel * up_kernel
         # FADE-Lite compresses straight to k*k channels and uses a depthwise conv on them.
@@ -149,18 +165,29 @@ class FADE(nn.Module):
                 f'encoder_kernel={self.encoder_kernel}, kernel_source={self.kernel_source!r}, '
                 f'kernel_generator={self.kernel_generator!r}, fusion={self.fusion!r}, '
                 f'semi_shift_impl={self.semi_shift_impl!r}, '
-                f'guide_channels={self.guide_channels}')
+                f'guide_channels={self.guide_channels}'
+                + (', with_cp=True' if self.with_cp else ''))
 
-    def kernel_logits(self, x: Tensor, guide: Tensor) -> Tensor:
-        """Unnormalised reassembly kernels ``(B, k*k, H, W)`` at the guide's resolution."""
+    def kernel_logits(self, x: Tensor, guide: Tensor, whole_cells: bool = False) -> Tensor:
+        """Unnormalised reassembly kernels ``(B, k*k, H, W)`` at the guide's resolution.
+
+        With ``whole_cells`` the encoder embedding is first zero-padded on the right/bottom
+        to ``(s*h, s*w)``, giving ``(B, k*k, s*h, s*w)`` logits whose first ``(H, W)`` are
+        the same numbers: a 'same'-padded conv sees zeros past the border either way.
+        """
         s = self.scale_factor
         big_h, big_w = guide.shape[-2:]
-        if self.kernel_source == 'encoder':
-            return self.content_encoder(self.compressor_enc(guide))
+        if whole_cells:
+            big_h, big_w = s * x.shape[-2], s * x.shape[-1]
         if self.kernel_source == 'decoder':
             logits = F.pixel_shuffle(self.content_encoder(self.compressor_dec(x)), s)
-            return logits[:, :, :big_h, :big_w]
-        enc, dec = self.compressor_enc(guide), self.compressor_dec(x)
+            return crop(logits, big_h, big_w)
+        enc = self.compressor_enc(guide)
+        if whole_cells:
+            enc = F.pad(enc, (0, big_w - enc.shape[-1], 0, big_h - enc.shape[-2]))
+        if self.kernel_source == 'encoder':
+            return self.content_encoder(enc)
+        dec = self.compressor_dec(x)
         if self.kernel_generator == 'naive':
             dec_up = _up_crop(dec, s, big_h, big_w)
             if self._lite:  # interleave so each depthwise group sees (e_i, q_i)
@@ -172,6 +199,26 @@ class FADE(nn.Module):
         return semi_shift_conv(enc, dec, conv.weight, conv.bias, s, self.semi_shift_impl,
                                conv.groups)
 
+    def kernels(self, x: Tensor, guide: Tensor) -> Tensor:
+        """Softmax-normalised kernels ``(B, k*k, s*h, s*w)``, whole ``s x s`` cells.
+
+        Outputs of rows/columns beyond the guide's ``(H, W)`` are cropped after reassembly,
+        so their kernels do not matter: zeros eagerly, softmax of zero-padded embeddings
+        while ``torch.compile`` traces (every size then takes the same, crop-free path; a
+        crop inside :func:`semi_shift_conv` would make the graph specialise on odd sizes).
+        """
+        s = self.scale_factor
+        if compiling():
+            return F.softmax(self.kernel_logits(x, guide, whole_cells=True), dim=1)
+        big_h, big_w = guide.shape[-2:]
+        kernels = F.softmax(self.kernel_logits(x, guide), dim=1)
+        pad_h, pad_w = s * x.shape[-2] - big_h, s * x.shape[-1] - big_w
+        if graph_capture() or pad_h or pad_w:
+            # carafe works on whole s x s cells; the extra row/column is cut off later.
+            # (Always while a graph is captured, so it stays valid for odd and even sizes.)
+            kernels = F.pad(kernels, (0, pad_w, 0, pad_h))
+        return kernels
+
     def gate_map(self, x: Tensor, out_h: int, out_w: int) -> Tensor:
         """Gate ``G`` in (0, 1), ``(B, 1, H, W)``: the weight given to the encoder feature."""
         return torch.sigmoid(_up_crop(self.gate(x), self.scale_factor, out_h, out_w))
@@ -180,13 +227,8 @@ class FADE(nn.Module):
         big_h, big_w = guided_output_size(type(self).__name__, x, guide, self.in_channels,
                                           self.scale_factor, self.guide_channels)
         s, k = self.scale_factor, self.up_kernel
-        kernels = F.softmax(self.kernel_logits(x, guide), dim=1)
-        pad_h, pad_w = s * x.shape[-2] - big_h, s * x.shape[-1] - big_w
-        if graph_capture() or pad_h or pad_w:
-            # carafe works on whole s x s cells; the extra row/column is cut off below.
-            # (Always while a graph is captured, so it stays valid for odd and even sizes.)
-            kernels = F.pad(kernels, (0, pad_w, 0, pad_h))
-        up = carafe(x, kernels, k, 1, s)[:, :, :big_h, :big_w]
+        kernels = checkpointed(self.with_cp and self.training, self.kernels, x, guide)
+        up = crop(carafe(x, kernels, k, 1, s, use_mmcv_cuda=mmcv_cuda_allowed()), big_h, big_w)
         if self.fusion == 'none':
             return up
         if self.guide_channels != self.in_channels:

@@ -17,6 +17,7 @@ from torch import Tensor
 
 from ..ops import graph_capture
 from .._checks import check_choice, check_int, guided_output_size
+from ._common import crop
 
 INDEX_MODES = ('holistic', 'o2o', 'm2o')
 INDEX_NORMS = ('sigmoid', 'sigmoid_softmax')
@@ -157,6 +158,6 @@ class IndexNet(nn.Module):
     def forward(self, x: Tensor, guide: Optional[Tensor] = None) -> Tensor:
         big_h, big_w = guided_output_size(type(self).__name__, x, guide, self.in_channels,
                                           self.scale_factor, self.guide_channels)
-        idx = self.indices(guide)[:, :, :big_h, :big_w]
+        idx = crop(self.indices(guide), big_h, big_w)
         up = F.interpolate(x, scale_factor=self.scale_factor, mode='nearest')
-        return idx * up[:, :, :big_h, :big_w]
+        return idx * crop(up, big_h, big_w)

@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from .._checks import check_int, unguided_output_size
+from ._common import crop
 
 
 class NearestUpsample(nn.Module):
@@ -47,4 +48,4 @@ class NearestUpsample(nn.Module):
         out_h, out_w = unguided_output_size(type(self).__name__, x, guide,
                                               self.in_channels, self.scale_factor)
         up = F.interpolate(x, scale_factor=self.scale_factor, mode='nearest')
-        return up[:, :, :out_h, :out_w]
+        return crop(up, out_h, out_w)

@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from .._checks import check_int, unguided_output_size
+from ._common import crop
 
 
 class PixelShuffleUpsample(nn.Module):
@@ -67,4 +68,4 @@ class PixelShuffleUpsample(nn.Module):
         out_h, out_w = unguided_output_size(type(self).__name__, x, guide,
                                               self.in_channels, self.scale_factor)
         up = F.pixel_shuffle(self.upsample_conv(x), self.scale_factor)
-        return up[:, :, :out_h, :out_w]
+        return crop(up, out_h, out_w)

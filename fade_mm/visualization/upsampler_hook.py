@@ -41,7 +41,9 @@ __all__ = ['UpsamplerVisHook', 'UPSAMPLER_CLASSES', 'find_upsamplers', 'inferenc
            'tile_shape', 'panel_shape', 'HEADER_H', 'LABEL_H', 'GAP']
 
 #: Every upsampler class of :mod:`fade_mm.upsamplers`; modules of these classes are shown.
-UPSAMPLER_CLASSES: Tuple[type, ...] = tuple(getattr(_upsamplers, n) for n in _upsamplers.__all__)
+UPSAMPLER_CLASSES: Tuple[type, ...] = tuple(
+    obj for obj in (getattr(_upsamplers, n) for n in _upsamplers.__all__)
+    if isinstance(obj, type) and issubclass(obj, nn.Module))  # not the helper functions
 
 #: Height in pixels of a panel's title line (module name, class, iteration).
 HEADER_H = 22
