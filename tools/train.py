@@ -2,17 +2,25 @@
 
 Same arguments as mmdet's / mmseg's ``tools/train.py``; the package (mmdet or mmseg) is picked
 from the config's ``default_scope``. Extras: ``--synthetic DATA_ROOT`` runs any config of this
-repository on fade_mm's synthetic data (generated on first use), and runner checkpoints load on
-torch >= 2.6 (see :mod:`fade_mm.compat`).
+repository offline on fade_mm's synthetic data (generated on first use; every pretrained
+source is cleared), and ``--trust-checkpoint`` opts in to unpickling a trusted checkpoint in
+full. Runner checkpoints load with ``weights_only=True`` on torch >= 2.6 through an
+allow-list (:mod:`fade_mm.compat`), as with the stock tools.
+
+A config named ``..._8xb2-...`` is laid out for 8 GPUs x 2 images: its learning rate is for
+batch 16. Train it with ``bash tools/dist_train.sh CONFIG 8``, or on fewer GPUs with
+``--auto-scale-lr`` (mmdet configs); a run whose batch differs gets a warning.
 
 Examples::
 
-    python tools/train.py configs/segformer/segformer_mit-b0_fade_1xb16-160k_ade20k-512x512.py
-    python tools/train.py configs/faster_rcnn/faster-rcnn_r50_fpn-fade_1x_coco.py \\
+    bash tools/dist_train.sh configs/faster_rcnn/faster-rcnn_r50_fpn-fade_8xb2-1x_coco.py 8
+    python tools/train.py configs/faster_rcnn/faster-rcnn_r50_fpn-fade_8xb2-1x_coco.py \\
+        --auto-scale-lr                                   # batch 2: lr 0.02 * 2/16
+    python tools/train.py configs/segformer/segformer_mit-b1_fade_1xb16-160k_ade20k-512x512.py
+    python tools/train.py configs/faster_rcnn/faster-rcnn_r50_fpn-fade_8xb2-1x_coco.py \\
         --synthetic data/synthetic/det --cfg-options train_cfg.max_epochs=1
     python tools/train.py CONFIG --resume                 # latest checkpoint of the work dir
     python tools/train.py CONFIG --resume work_dirs/x/iter_4000.pth
-    bash tools/dist_train.sh CONFIG 8                     # torchrun, --launcher pytorch
 """
 from __future__ import annotations
 
@@ -21,7 +29,9 @@ import contextlib
 import importlib
 import os
 import os.path as osp
+import re
 import sys
+import warnings
 from typing import Any, Dict, Iterator, List, Optional, Sequence
 
 from mmengine.config import Config, DictAction
@@ -31,7 +41,7 @@ if REPO_ROOT not in sys.path:
     sys.path.insert(0, REPO_ROOT)  # run from a checkout without `pip install -e .` too
 
 from fade_mm.compat import (adapt_to_cpu, init_dist_without_cuda,  # noqa: E402
-                            trust_local_checkpoints)
+                            install_safe_checkpoint_loading, trust_local_checkpoints)
 
 # default_scope -> the fade_mm adapter package and the synthetic-data overlay / generator.
 SCOPES: Dict[str, Dict[str, str]] = {
@@ -41,8 +51,12 @@ SCOPES: Dict[str, Dict[str, str]] = {
                   generator='fade_mm.datasets.synthetic_seg:make_synthetic_ade'),
 }
 
-TRUST_NOTE = ('Checkpoints are unpickled in full (torch.load(weights_only=False), needed for '
-              'runner checkpoints on torch >= 2.6): load only trusted local files.')
+TRUST_NOTE = ('Checkpoints load with torch.load(weights_only=True) and an allow-list of what '
+              'mmengine runner checkpoints hold (fade_mm.compat); a file that needs more is '
+              'refused with a one-line error naming it and the global. --trust-checkpoint '
+              'unpickles local checkpoints in full: use it for trusted local files only.')
+# `{gpus}x{batch}` in an OpenMMLab config name, e.g. 8xb2 in faster-rcnn_..._8xb2-1x_coco.py
+LAYOUT = re.compile(r'_(\d+)xb(\d+)-')
 
 CFG_OPTIONS_HELP = ('override settings of the config, key=value pairs merged into it (after '
                     '--synthetic), e.g. train_cfg.max_iters=100 '
@@ -60,6 +74,10 @@ def add_common_args(parser: argparse.ArgumentParser) -> None:
                         'generated there with the package generator if DATA_ROOT does not '
                         'exist')
     parser.add_argument('--cfg-options', nargs='+', action=DictAction, help=CFG_OPTIONS_HELP)
+    parser.add_argument('--trust-checkpoint', action='store_true',
+                        help='unpickle local checkpoints in full (weights_only=False) when they '
+                        'need more than the runner-checkpoint allow-list: only for files you '
+                        'trust, unpickling can run code')
     parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'],
                         default='none', help='job launcher (torchrun: pytorch); without CUDA '
                         'the gloo backend is used')
@@ -76,13 +94,15 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
         epilog=TRUST_NOTE)
     parser.add_argument('config', help='train config file path')
     parser.add_argument('--amp', action='store_true',
-                        help='enable automatic-mixed-precision training (needs a GPU)')
+                        help='automatic mixed precision: float16 AmpOptimWrapper with CUDA, '
+                        'bfloat16 CPU autocast (CPUAmpOptimWrapper) without')
     parser.add_argument('--auto-scale-lr', action='store_true',
-                        help='scale the learning rate by the actual batch size (mmdet configs '
-                        'with auto_scale_lr)')
+                        help='scale the learning rate by the actual batch size (GPUs x '
+                        'batch per GPU) over the config\'s auto_scale_lr.base_batch_size (16 for '
+                        'the 8xb2 Faster R-CNN configs; mmdet configs)')
     parser.add_argument('--resume', nargs='?', type=str, const='auto', metavar='CHECKPOINT',
-                        help='resume from CHECKPOINT (a trusted local runner checkpoint); '
-                        'without a path, from the latest checkpoint in the work dir')
+                        help='resume from CHECKPOINT (a local runner checkpoint); without a '
+                        'path, from the one the work dir\'s last_checkpoint file names')
     add_common_args(parser)
     args = parser.parse_args(argv)
     os.environ.setdefault('LOCAL_RANK', str(args.local_rank))
@@ -139,7 +159,7 @@ def apply_synthetic(cfg: Config, data_root: str, scope: str) -> Config:
     Returns:
         ``cfg``.
     """
-    from fade_mm.configs import apply_overlay
+    from fade_mm.configs import apply_overlay, clear_pretrained
 
     data_root = osp.abspath(data_root)
     with _file_lock(data_root.rstrip(os.sep) + '.lock'):
@@ -148,6 +168,8 @@ def apply_synthetic(cfg: Config, data_root: str, scope: str) -> Config:
             getattr(importlib.import_module(module), func)(data_root)
     overlay = osp.join(REPO_ROOT, 'configs', '_base_', SCOPES[scope]['overlay'])
     apply_overlay(cfg, overlay, data_root=data_root)
+    # offline: no pretrained weights (model.pretrained, Pretrained init_cfgs) are fetched
+    clear_pretrained(cfg)
     # The overlays train with an InfiniteSampler (made for IterBasedTrainLoop); under an
     # epoch-based loop (mmdet's 1x schedule) an epoch would then never end.
     loop = cfg.get('train_cfg') or {}
@@ -181,12 +203,57 @@ def load_config(args: argparse.Namespace) -> Config:
     return cfg
 
 
-def build_runner(cfg: Config) -> Any:
-    """Builds the stock ``Runner`` (or ``cfg.runner_type`` from the scope's registry)."""
+def layout_warning(cfg: Config, config_path: str, world_size: int) -> Optional[str]:
+    """A one-line warning when the run's batch differs from the config name's layout.
+
+    ``..._8xb2-...`` means 8 GPUs x 2 images, batch 16, and the config's learning rate is
+    for that batch. Returns None when the batch matches, or when the learning rate will be
+    scaled (``auto_scale_lr.enable``, set by ``--auto-scale-lr``).
+    """
+    match = LAYOUT.search(osp.basename(config_path))
+    loader = cfg.get('train_dataloader') or {}
+    if match is None or 'batch_size' not in loader:
+        return None
+    gpus, per_gpu = int(match.group(1)), int(match.group(2))
+    batch = world_size * int(loader['batch_size'])
+    if batch == gpus * per_gpu or (cfg.get('auto_scale_lr') or {}).get('enable'):
+        return None
+    hint = ('--auto-scale-lr scales it by the batch' if 'auto_scale_lr' in cfg else
+            'scale the learning rate yourself (--cfg-options optim_wrapper.optimizer.lr=...)')
+    return (f'{osp.basename(config_path)} is laid out for {gpus} GPUs x {per_gpu} images '
+            f'(batch {gpus * per_gpu}), this run trains {world_size} x '
+            f'{loader["batch_size"]} = batch {batch} with the batch-{gpus * per_gpu} learning '
+            f'rate: launch `bash tools/dist_train.sh CONFIG {gpus}`, or {hint}')
+
+
+def resume_source_warning(cfg: Config) -> Optional[str]:
+    """A one-line warning when ``--resume`` (auto) would follow the work dir's
+    ``last_checkpoint`` file to a checkpoint outside the work dir."""
+    if not cfg.get('resume') or cfg.get('load_from'):
+        return None
+    pointer = osp.join(cfg.work_dir, 'last_checkpoint')
+    if not osp.isfile(pointer):
+        return None
+    with open(pointer) as f:
+        target = f.read().strip()
+    work = osp.realpath(cfg.work_dir)
+    if not target or osp.realpath(target).startswith(work + os.sep):
+        return None
+    return (f'--resume: {pointer} points outside the work dir, to {target}; resuming from it '
+            '(pass --resume PATH to choose explicitly)')
+
+
+def build_runner(cfg: Config, trust_checkpoint: bool = False) -> Any:
+    """Builds the stock ``Runner`` (or ``cfg.runner_type`` from the scope's registry).
+
+    Checkpoints load through the safe loader of :mod:`fade_mm.compat` (installed by the
+    plugin import too); ``trust_checkpoint`` switches local files to full unpickling.
+    """
     from mmengine.runner import Runner
 
-    # Runner checkpoints are pickles; they only load on torch >= 2.6 with this (local files).
-    trust_local_checkpoints()
+    install_safe_checkpoint_loading()
+    if trust_checkpoint:
+        trust_local_checkpoints()
     # Without CUDA mmengine's own init_dist would call torch.cuda.set_device: do it first.
     init_dist_without_cuda(cfg.launcher, cfg.get('env_cfg'))
     if 'runner_type' in cfg:
@@ -201,11 +268,24 @@ def main(argv: Optional[List[str]] = None) -> None:
     cfg = load_config(args)
 
     if args.amp:
+        import torch
+        from mmengine.logging import print_log
         optim_wrapper = cfg.optim_wrapper.get('type', 'OptimWrapper')
-        if optim_wrapper not in ('OptimWrapper', 'AmpOptimWrapper'):
+        if optim_wrapper not in ('OptimWrapper', 'AmpOptimWrapper', 'CPUAmpOptimWrapper'):
             raise ValueError(f'--amp needs optim_wrapper.type OptimWrapper, got {optim_wrapper}')
-        cfg.optim_wrapper.type = 'AmpOptimWrapper'
-        cfg.optim_wrapper.setdefault('loss_scale', 'dynamic')
+        if torch.cuda.is_available():
+            cfg.optim_wrapper.type = 'AmpOptimWrapper'
+            cfg.optim_wrapper.setdefault('loss_scale', 'dynamic')
+        else:
+            # mmengine's AmpOptimWrapper asserts a GPU; bfloat16 needs no loss scaling.
+            cfg.optim_wrapper.type = 'CPUAmpOptimWrapper'
+            cfg.optim_wrapper.pop('loss_scale', None)
+            imports = cfg.get('custom_imports') or dict(imports=[], allow_failed_imports=False)
+            imports['imports'] = [*imports['imports'], 'fade_mm.amp']  # the dumped config too
+            cfg.custom_imports = imports
+            importlib.import_module('fade_mm.amp')
+            print_log('--amp without CUDA: training steps run under CPU bfloat16 autocast '
+                      '(fade_mm.amp.CPUAmpOptimWrapper, no loss scaling)', logger='current')
 
     if args.auto_scale_lr:
         if 'enable' not in cfg.get('auto_scale_lr', {}) \
@@ -222,7 +302,16 @@ def main(argv: Optional[List[str]] = None) -> None:
         cfg.resume = True
         cfg.load_from = args.resume
 
-    runner = build_runner(cfg)
+    if not args.synthetic:
+        world_size = int(os.environ.get('WORLD_SIZE', '1')) if args.launcher != 'none' else 1
+        message = layout_warning(cfg, args.config, world_size)
+        if message:
+            warnings.warn(message, stacklevel=1)
+    message = resume_source_warning(cfg)
+    if message:
+        warnings.warn(message, stacklevel=1)
+
+    runner = build_runner(cfg, args.trust_checkpoint)
     runner.train()
 
 
