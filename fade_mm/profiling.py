@@ -2,9 +2,10 @@
 
 FLOPs follow the convention of the published upsampler tables (mmcv/fvcore): one
 multiply-add counts as one FLOP. They are counted at dispatch level with
-``torch.utils.flop_counter``, so whatever actually runs is seen -- the batched matrix products
-inside :func:`fade_mm.ops.carafe` included (mmengine's tracer scores custom autograd
-functions as zero) -- plus formulas for the sampling ops it does not know:
+``torch.utils.flop_counter``, so whatever actually runs is seen -- the matrix products of
+:func:`fade_mm.ops.carafe` included (mmengine's tracer scores custom autograd functions as
+zero), counted on its loop-free path, whose product is exactly the op's arithmetic -- plus
+formulas for the sampling ops it does not know:
 ``grid_sampler_2d`` and bilinear interpolation cost four multiply-adds per output element.
 """
 from __future__ import annotations
@@ -12,10 +13,13 @@ from __future__ import annotations
 import resource
 import statistics
 import time
-from typing import Callable
+from collections import Counter
+from typing import Callable, Tuple
 
 import torch
 from torch.utils.flop_counter import FlopCounterMode
+
+from .ops.carafe import exact_work
 
 aten = torch.ops.aten
 
@@ -28,8 +32,8 @@ def _four_taps(*args, out_shape=None, **kwargs) -> int:
     return 2 * 4 * n
 
 
-# The in-place baddbmm_ (carafe's CPU path accumulates into its output) is a separate op
-# packet from baddbmm and would otherwise count as zero.
+# The in-place baddbmm_ (an accumulating product, e.g. in carafe's backward) is a separate
+# op packet from baddbmm and would otherwise count as zero.
 def _baddbmm(self_shape, a_shape, b_shape, *args, out_shape=None, **kwargs) -> int:
     batch, m, k = a_shape
     return 2 * batch * m * k * b_shape[-1]
@@ -42,7 +46,9 @@ _EXTRA = {aten.grid_sampler_2d: _four_taps, aten.upsample_bilinear2d: _four_taps
 def count_flops(fn: Callable[[], object]) -> int:
     """Multiply-adds of one call of ``fn()`` (forward only), as an int."""
     # (not under no_grad: the counter's module tracker needs grad_fns on module inputs)
-    with FlopCounterMode(display=False, custom_mapping=_EXTRA) as counter:
+    # exact_work: carafe runs the path whose products are exactly the op's arithmetic, not
+    # the training path that also computes (and drops) its padding positions.
+    with exact_work(), FlopCounterMode(display=False, custom_mapping=_EXTRA) as counter:
         fn()
     return counter.get_total_flops() // 2
 
@@ -66,3 +72,69 @@ def rss_mb() -> float:
 def peak_rss_mb() -> float:
     """High-water mark of the resident set size of this process, in MiB."""
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _allocation_events(prof) -> list:
+    """``(time_ns, bytes)`` of every allocation (+) and free (-) the CPU profiler saw."""
+    events = []
+    results = getattr(prof.profiler, 'kineto_results', None)
+    if results is not None and hasattr(results, 'events'):
+        for e in results.events():
+            if e.name() == '[memory]':
+                events.append((e.start_ns(), e.nbytes()))
+        return sorted(events)
+    # Older/other builds: the same events from the exported Chrome trace.
+    import json
+    import os
+    import tempfile
+    fd, path = tempfile.mkstemp(suffix='.json')
+    os.close(fd)
+    try:
+        prof.export_chrome_trace(path)
+        with open(path) as f:
+            trace = json.load(f)
+    finally:
+        os.remove(path)
+    for e in trace.get('traceEvents', []):
+        if e.get('name') == '[memory]':
+            events.append((float(e['ts']), int(e['args']['Bytes'])))
+    return sorted(events)
+
+
+def allocation_profile(fn: Callable[[], object]) -> Tuple[int, int]:
+    """Tensor memory allocated while ``fn()`` runs: ``(peak, largest)`` in bytes.
+
+    ``peak`` is the high-water mark of bytes held by tensors allocated during the call
+    (torch's CPU allocator, as seen by ``torch.profiler`` with ``profile_memory``), above
+    what was held before; ``largest`` is the biggest single allocation. Unlike the resident
+    set size this is exact and repeatable: it does not depend on what the allocator kept
+    from earlier calls, and strided views (which allocate nothing) do not count.
+    """
+    from torch.profiler import ProfilerActivity, profile
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        fn()
+    held = peak = largest = 0
+    for _, nbytes in _allocation_events(prof):
+        held += nbytes
+        peak = max(peak, held)
+        largest = max(largest, nbytes)
+    return peak, largest
+
+
+def count_ops(fn: Callable[[], object], views: bool = False) -> Counter:
+    """How many times each aten operator runs during ``fn()`` (forward and backward alike),
+    keyed by overload name, e.g. ``'bmm.default'``: one dispatch is one kernel call, each a
+    potential parallel region (a thread hand-off). View and alias ops (``as_strided``,
+    ``permute``, ...), which launch nothing, are left out unless ``views``."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+    counts: Counter = Counter()
+
+    class _Count(TorchDispatchMode):
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            if views or not func.is_view:
+                counts[func.__name__] += 1
+            return func(*args, **(kwargs or {}))
+
+    with _Count():
+        fn()
+    return counts

@@ -1,8 +1,14 @@
+import importlib
+
 import pytest
 import torch
+import torch.nn.functional as F
 
 from fade_mm.ops import carafe, carafe_output_flops
-from reference import carafe_ref, largest_tensor_numel
+from fade_mm.profiling import allocation_profile, count_ops
+from reference import carafe_ref
+
+carafe_mod = importlib.import_module('fade_mm.ops.carafe')  # the module, not the function
 
 
 def _inputs(b, c, h, w, k, g, s, dtype=torch.float64, softmax=False):
@@ -67,15 +73,60 @@ def test_grad_of_one_input_only_and_sum_gradient():
     torch.testing.assert_close(x.grad, xr.grad)
 
 
+def _naive(x, m, k, s):
+    """The official pure-PyTorch formulation: unfold, repeat to full resolution, einsum."""
+    b, c, h, w = x.shape
+    cols = F.unfold(x, k, padding=(k - 1) // 2).view(b, c, k * k, h, w).transpose(1, 2)
+    cols = cols.repeat_interleave(s, 3).repeat_interleave(s, 4)
+    return torch.einsum('bkchw,bkhw->bchw', cols, m)
+
+
 def test_no_full_resolution_unfold():
-    """Largest tensor created stays well below k*k*C*sH*sW elements."""
-    b, c, h, w, k, s = 1, 16, 12, 12, 5, 2
-    x, m = _inputs(b, c, h, w, k, 1, s, dtype=torch.float32)
+    """What forward + backward allocate: peak <= 1/8 of the naive formulation's, and no single
+    buffer near the k*k*C*sH*sW of a full-resolution unfold. Measured on real allocations
+    (the training path reads its windows through strided views, which allocate nothing)."""
+    b, c, h, w, k, s = 2, 64, 32, 32, 5, 2
+    x, m = _inputs(b, c, h, w, k, 1, s, dtype=torch.float32, softmax=True)
     x.requires_grad_()
     m.requires_grad_()
-    biggest = largest_tensor_numel(lambda: carafe(x, m, k, 1, s).sum().backward())
-    full_unfold = k * k * c * s * h * s * w
-    assert biggest <= full_unfold // 4, (biggest, full_unfold)
+    peak, largest = allocation_profile(lambda: carafe(x, m, k, 1, s).sum().backward())
+    naive_peak, _ = allocation_profile(lambda: _naive(x, m, k, s).sum().backward())
+    full_unfold = b * k * k * c * s * h * s * w * 4  # bytes, float32
+    assert largest <= full_unfold // 8, (largest, full_unfold)
+    assert peak <= naive_peak // 8, (peak, naive_peak)
+
+
+@pytest.mark.parametrize('budget', [1, 3000, 20000, 10**9])  # bands of 1 row .. whole batch
+@pytest.mark.parametrize('b,c,h,w,k,g,s', [(3, 4, 7, 5, 5, 2, 2), (2, 6, 9, 4, 3, 3, 3),
+                                            (1, 2, 5, 6, 7, 1, 2), (2, 2, 3, 3, 3, 1, 1)])
+def test_blocks_of_rows_and_maps_match_reference(monkeypatch, budget, b, c, h, w, k, g, s):
+    """The training path works block by block (bands of rows, or several maps at once): every
+    split gives the loop reference's values and gradients."""
+    monkeypatch.setattr(carafe_mod, 'BLOCK_BYTES', budget)
+    x, m = _inputs(b, c, h, w, k, g, s)
+    x.requires_grad_()
+    m.requires_grad_()
+    out = carafe(x, m, k, g, s)
+    go = torch.randn_like(out)
+    want = carafe_ref(x, m, k, g, s)
+    torch.testing.assert_close(out, want, rtol=1e-12, atol=1e-12)
+    grads = zip(torch.autograd.grad(out, (x, m), go), torch.autograd.grad(want, (x, m), go))
+    for got, ref in grads:
+        torch.testing.assert_close(got, ref, rtol=1e-12, atol=1e-12)
+
+
+def test_kernel_calls_do_not_grow_with_the_image():
+    """A handful of large batched products, not one per image row: the number of kernel
+    calls of forward + backward is the same at 12x12 and 40x40 (one block each) and small."""
+    calls = []
+    for n in (12, 40):
+        x, m = _inputs(2, 16, n, n, 5, 1, 2, dtype=torch.float32, softmax=True)
+        x.requires_grad_()
+        m.requires_grad_()
+        ops = count_ops(lambda: carafe(x, m, 5, 1, 2).sum().backward())
+        calls.append((sum(ops.values()), ops['bmm.default'] + ops['baddbmm_.default']))
+    assert calls[0] == calls[1], calls
+    assert calls[0][0] <= 80 and calls[0][1] <= 12, calls
 
 
 @pytest.mark.parametrize('bad,match', [

@@ -15,7 +15,7 @@ from torch import Tensor
 from torch.autograd.function import once_differentiable
 
 from .._checks import autocast_enabled, check_choice, check_feature, check_int
-from .carafe import CARAFE_IMPLS, _end, _no_autocast, carafe, graph_capture
+from .carafe import CARAFE_IMPLS, _end, _no_autocast, graph_capture
 
 __all__ = ['local_similarity']
 
@@ -59,10 +59,18 @@ def _similarity_backward(grad: Tensor, query: Tensor, key: Tensor, k: int, s: in
     r = (k - 1) // 2
     grad_query = grad_key = None
     if need_query:
-        # d logits[n, Y, X] / d query[Y, X] is the key under tap n: a CARAFE reassembly of
-        # the keys with the incoming gradient as kernels.
-        grad_query = carafe(key.permute(0, 3, 1, 2), grad.contiguous(), k, 1, s)
-        grad_query = grad_query.permute(0, 2, 3, 1).contiguous()
+        # d logits[n, Y, X] / d query[Y, X] is the key under tap n: the incoming gradient
+        # reassembles the keys (a CARAFE), here one kernel row at a time like the forward,
+        # so the largest temporary stays one row of windows (k*d*h*w).
+        gc = grad.reshape(b, k, k, h, s, w, s).permute(0, 3, 5, 4, 6, 1, 2)
+        gc = gc.reshape(b, h, w, s * s, k, k)
+        key_pad = F.pad(key, (0, 0, r, r, r, r)).contiguous()
+        acc = None
+        for i in range(k):
+            row = torch.matmul(gc[..., i, :], _row_windows(key_pad, i, h, w, k).transpose(-1, -2))
+            acc = row if acc is None else acc.add_(row)  # (B, h, w, s*s, d)
+        grad_query = acc.view(b, h, w, s, s, d).permute(0, 1, 3, 2, 4, 5)
+        grad_query = grad_query.reshape(b, s * h, s * w, d)
     if need_key:
         gc = grad.reshape(b, k, k, h, s, w, s).permute(0, 3, 5, 1, 2, 4, 6)
         gc = gc.reshape(b, h, w, k, k, s * s)
