@@ -150,7 +150,11 @@ def test_safe_checkpoint_loading(seg_run, tmp_path):
     ckpt = osp.join(seg_run, 'iter_4.pth')
     others = {k: v for k, v in CheckpointLoader._schemes.items() if k != ''}
     torch_load = torch.load
-    CheckpointLoader.register_scheme('', load_from_local, force=True)  # bare mmengine
+    # bare mmengine: its loader, and none of the allow-list (process-wide once the plugin
+    # was imported, e.g. by an earlier test)
+    allowed = torch.serialization.get_safe_globals()
+    torch.serialization.clear_safe_globals()
+    CheckpointLoader.register_scheme('', load_from_local, force=True)
     try:
         if torch.__version__ >= '2.6':
             with pytest.raises(pickle.UnpicklingError, match='Weights only load failed') as err:
@@ -158,6 +162,7 @@ def test_safe_checkpoint_loading(seg_run, tmp_path):
             assert 'HistoryBuffer' in str(err.value)
     finally:
         CheckpointLoader.register_scheme('', compat.load_from_safe_local, force=True)
+        torch.serialization.add_safe_globals(allowed)
     compat.install_safe_checkpoint_loading()  # idempotent (the plugin import did it)
     assert CheckpointLoader._schemes[''] is compat.load_from_safe_local
     loaded = load_checkpoint(torch.nn.Module(), ckpt, strict=False)
