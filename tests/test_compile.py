@@ -77,11 +77,9 @@ class _NoRecompile:
         assert self.counter.frame_count == self.first, 'recompiled for a new size'
 
 
-@pytest.mark.parametrize('name,cls,kwargs', ZOO, ids=IDS)
-def test_zoo_compiles_fullgraph_once_for_all_sizes(name, cls, kwargs):
-    model = build(cls, kwargs).eval()
-    compiled, counter = _compiled(model, 'eager')
-    # dynamic=True and no size-specialising Python branch: odd and even sizes share a graph
+def _inference_one_graph(model, backend):
+    """Compiled inference equals eager at every size of SIZES, from a single graph."""
+    compiled, counter = _compiled(model, backend)
     check = _NoRecompile(counter)
     with torch.no_grad():
         for size in SIZES:
@@ -91,6 +89,12 @@ def test_zoo_compiles_fullgraph_once_for_all_sizes(name, cls, kwargs):
             ref = model(x, g)
             assert out.shape == ref.shape == (2, 8, *size[2:])
             torch.testing.assert_close(out, ref, rtol=RTOL, atol=ATOL)
+
+
+@pytest.mark.parametrize('name,cls,kwargs', ZOO, ids=IDS)
+def test_zoo_compiles_fullgraph_once_for_all_sizes(name, cls, kwargs):
+    # dynamic=True and no size-specialising Python branch: odd and even sizes share a graph
+    _inference_one_graph(build(cls, kwargs).eval(), 'eager')
 
 
 @pytest.mark.parametrize('name', TRAIN_IDS)
@@ -205,15 +209,7 @@ def test_aot_autograd_values_and_gradients(name):
 @pytest.mark.parametrize('name', INDUCTOR_IDS)
 def test_inductor_inference_one_graph_for_all_sizes(name):
     _, cls, kwargs = ZOO_BY_ID[name]
-    model = build(cls, kwargs).eval()
-    compiled, counter = _compiled(model, 'inductor')
-    check = _NoRecompile(counter)
-    with torch.no_grad():
-        for size in SIZES:
-            x, g = _inputs(*size)
-            out = compiled(x, g)
-            check.after_call()
-            torch.testing.assert_close(out, model(x, g), rtol=RTOL, atol=ATOL)
+    _inference_one_graph(build(cls, kwargs).eval(), 'inductor')
 
 
 @pytest.mark.slow
