@@ -30,6 +30,13 @@ models   One training step (forward, backward, SGD step) of SegFormer-B1 and UPe
          (15.91 + 2.65) / 15.91 = x1.17: the aim is a time ratio not above it.
 with_cp  SegFormer-B1 with FADE, one training step with and without gradient checkpointing
          (``model.decode_head.with_cp=True``): the peak-memory saving and its time cost.
+cuda     On a CUDA GPU (skipped without one), in this process: the reassembly (naive
+         reference, training path, export path, mmcv's kernel when this mmcv has one) and
+         whole upsampler modules (bilinear, FADE, FADE-Lite, CARAFE, DySample), forward and
+         forward+backward, float32 and float16/bfloat16 autocast, timed with CUDA events, peak
+         memory from the CUDA allocator. Sizes: ``--cuda-sizes`` (B,C,h: 2,256,64 and
+         8,256,128). Targets: training path faster than the naive reference and within 3x of
+         mmcv's kernel where present.
 
     python tools/benchmark.py                        # everything, full size (~15 min, 2 cores)
     python tools/benchmark.py --quick                # small sizes: a few minutes
@@ -69,7 +76,7 @@ TARGET_QUIET, TARGET_LOADED, TARGET_EXPORT, TARGET_MEMORY = 20.0, 15.0, 3.0, 1 /
 #: FADE's FLOP share in SegFormer-B1 at 512x512 (published: 15.91 GFLOPs, FADE +2.65).
 SEGFORMER_FLOP_RATIO = (15.91 + 2.65) / 15.91
 #: The parts of a run, in order.
-PARTS = ('ops', 'load', 'modules', 'models', 'with_cp')
+PARTS = ('ops', 'load', 'modules', 'models', 'with_cp', 'cuda')
 #: Marks the result line a worker prints (libraries may print before it).
 RESULT = 'BENCHMARK-RESULT '
 #: (family, config pattern, baseline, FADE) of the model part; {} is the upsampler.
@@ -510,6 +517,148 @@ def part_with_cp(args, report) -> Tuple[bool, bool]:
     return True, saving > 0
 
 
+# ------------------------------------------------------------------------------ CUDA
+def _cuda_time(fn, repeats: int) -> Tuple[float, float]:
+    """Median seconds of ``fn()`` over ``repeats`` CUDA-event-timed calls (3 warm-ups), and the
+    peak allocated MiB of one call above what was allocated before it."""
+    for _ in range(3):
+        fn()
+    torch.cuda.synchronize()
+    torch.cuda.reset_peak_memory_stats()
+    base = torch.cuda.memory_allocated()
+    fn()
+    torch.cuda.synchronize()
+    peak = (torch.cuda.max_memory_allocated() - base) / 2**20
+    times = []
+    for _ in range(repeats):
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        fn()
+        end.record()
+        end.synchronize()
+        times.append(start.elapsed_time(end) / 1e3)
+    times.sort()
+    return times[len(times) // 2], peak
+
+
+def _cuda_op_rows(b, c, n, k, s, repeats):
+    """Reassembly implementations on CUDA: {name: (fwd_s, total_s, peak_mb, checksum)}."""
+    from fade_mm.ops.carafe import _mmcv_cuda_carafe
+    g = torch.Generator(device='cuda').manual_seed(0)
+    x = torch.randn(b, c, n, n, device='cuda', generator=g).requires_grad_()
+    m = torch.randn(b, k * k, s * n, s * n, device='cuda', generator=g).softmax(1)
+    m = m.detach().requires_grad_()
+    grad = torch.randn(b, c, s * n, s * n, device='cuda', generator=g)
+    impls = {'naive': lambda: naive_carafe(x, m, k, s),
+             'rows': lambda: carafe(x, m, k, 1, s, use_mmcv_cuda=False, impl='rows'),
+             'shift': lambda: carafe(x, m, k, 1, s, impl='shift')}
+    if _mmcv_cuda_carafe() is not None:
+        impls['mmcv'] = lambda: carafe(x, m, k, 1, s, use_mmcv_cuda=True, impl='rows')
+    out = {}
+    for name, fwd in impls.items():
+        def step(fwd=fwd):
+            x.grad = m.grad = None
+            fwd().backward(grad)
+        try:
+            with torch.no_grad():
+                fwd_s, _ = _cuda_time(fwd, repeats)
+                checksum = float(fwd().double().sum())
+            total_s, peak = _cuda_time(step, repeats)
+        except torch.cuda.OutOfMemoryError:
+            torch.cuda.empty_cache()
+            out[name] = None
+            continue
+        out[name] = dict(fwd_s=fwd_s, total_s=total_s, peak_mb=peak, checksum=checksum)
+    return out
+
+
+def _cuda_modules(b, c, n, s, repeats):
+    """Upsampler modules fwd+bwd on CUDA in float32 and under fp16/bf16 autocast."""
+    from fade_mm.upsamplers import CARAFE, FADE, DySample, FADELite
+    g = torch.Generator(device='cuda').manual_seed(0)
+    x = torch.randn(b, c, n, n, device='cuda', generator=g).requires_grad_()
+    guide = torch.randn(b, c, s * n, s * n, device='cuda', generator=g).requires_grad_()
+    torch.manual_seed(0)
+    mods = {'bilinear': None, 'FADE': FADE(c, scale_factor=s),
+            'FADE-Lite': FADELite(c, scale_factor=s), 'CARAFE': CARAFE(c, scale_factor=s),
+            'DySample': DySample(c, scale_factor=s)}
+    out = {}
+    for name, mod in mods.items():
+        if mod is None:
+            fn = lambda: F.interpolate(x, scale_factor=s, mode='bilinear',  # noqa: E731
+                                       align_corners=False)
+        else:
+            mod = mod.cuda()
+            fn = (lambda mod=mod: mod(x, guide))
+        row = {}
+        for label, dtype in (('fp32', None), ('fp16', torch.float16), ('bf16', torch.bfloat16)):
+            def step(fn=fn, dtype=dtype):
+                x.grad = guide.grad = None
+                with torch.autocast('cuda', dtype=dtype or torch.float16,
+                                    enabled=dtype is not None):
+                    y = fn()
+                y.float().square().mean().backward()
+            row[label], row[label + '_peak_mb'] = _cuda_time(step, repeats)
+        out[name] = row
+    return out
+
+
+def part_cuda(args, report) -> Tuple[bool, bool]:
+    if not torch.cuda.is_available():
+        print('\n## CUDA: no CUDA GPU here, skipped')
+        report['cuda'] = dict(available=False)
+        return True, True
+    name = torch.cuda.get_device_name()
+    print(f'\n## CUDA ({name}, torch {torch.__version__}): median of {args.cuda_repeats} '
+          f'CUDA-event-timed calls after 3 warm-ups; peak = allocator high-water mark of one '
+          f'call above the inputs')
+    res = dict(device=name, ops={}, modules={})
+    correct, ok = True, True
+    for b, c, n in args.cuda_sizes:
+        k, s = args.kernel, args.scale
+        rows = _cuda_op_rows(b, c, n, k, s, args.cuda_repeats)
+        key = f'{b}x{c}x{n}x{n}'
+        res['ops'][key] = rows
+        print(f'\nreassembly, B={b}, C={c}, {n}x{n} -> {s * n}x{s * n}, k={k}, float32')
+        print('| implementation | forward (ms) | fwd+bwd (ms) | peak (MB) | x naive (fwd+bwd) |')
+        print('|---|---:|---:|---:|---:|')
+        naive = rows.get('naive')
+        for impl, r in rows.items():
+            if r is None:
+                print(f'| {impl} | out of memory | | | |')
+                continue
+            speed = f"{naive['total_s'] / r['total_s']:.1f}x" if naive else ''
+            print(f"| {impl} | {1e3 * r['fwd_s']:.3f} | {1e3 * r['total_s']:.3f} | "
+                  f"{r['peak_mb']:.0f} | {speed} |")
+        if naive:
+            for impl in ('rows', 'shift', 'mmcv'):
+                if rows.get(impl):
+                    rel = abs(rows[impl]['checksum'] - naive['checksum'])
+                    correct &= rel / max(1.0, abs(naive['checksum'])) < 1e-4
+            ok &= rows['rows'] is not None and rows['rows']['total_s'] < naive['total_s']
+        if rows.get('mmcv') and rows.get('rows'):
+            ratio = rows['rows']['total_s'] / rows['mmcv']['total_s']
+            print(f'training path / mmcv kernel (fwd+bwd): {ratio:.2f}x (target <= 3x): '
+                  f'{_verdict(ratio <= 3)}')
+            ok &= ratio <= 3
+        mods = _cuda_modules(b, c, n, s, args.cuda_repeats)
+        res['modules'][key] = mods
+        print(f'\nmodules, fwd+bwd (ms), B={b}, C={c}, {n}x{n} -> {s * n}x{s * n}')
+        print('| module | fp32 | fp16 autocast | bf16 autocast | fp32 peak (MB) | '
+              'x bilinear (fp32) |')
+        print('|---|---:|---:|---:|---:|---:|')
+        for mname, r in mods.items():
+            print(f"| {mname} | {1e3 * r['fp32']:.3f} | {1e3 * r['fp16']:.3f} | "
+                  f"{1e3 * r['bf16']:.3f} | {r['fp32_peak_mb']:.0f} | "
+                  f"{r['fp32'] / mods['bilinear']['fp32']:.1f} |")
+    report['cuda'] = res
+    return correct, ok
+
+
+def _triples(text: str):
+    return [[int(v) for v in t.split(',')] for t in text.split(';') if t.strip()]
+
+
 def _size_pair(text: str):
     h, _, w = text.partition('x')
     return [int(h), int(w or h)]
@@ -542,6 +691,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     p.add_argument('--model-batch', type=int, help='images per training step (2)')
     p.add_argument('--model-repeats', type=int, help='timed training steps (3)')
     p.add_argument('--threads', type=int, default=torch.get_num_threads())
+    p.add_argument('--cuda-sizes', type=_triples,
+                   help='B,C,h of the CUDA part, ;-separated (2,256,64;8,256,128)')
+    p.add_argument('--cuda-repeats', type=int, default=20, help='timed calls on CUDA (20)')
     p.add_argument('--json', metavar='PATH', help='also write every figure as JSON')
     p.add_argument('--strict', action='store_true',
                    help='exit 1 when a speed or memory target is missed (default: only when '
@@ -566,6 +718,7 @@ def main(argv: Optional[List[str]] = None) -> int:
                     uper_size=[128, 128] if quick else [256, 256],
                     det_size=[128, 160] if quick else [256, 320],
                     model_batch=1 if quick else 2, model_repeats=2 if quick else 3,
+                    cuda_sizes=[[2, 128, 32]] if quick else [[2, 256, 64], [8, 256, 128]],
                     models=','.join(MODELS))
     for key, value in defaults.items():
         if getattr(args, key) is None:
@@ -587,7 +740,7 @@ def main(argv: Optional[List[str]] = None) -> int:
           f'{args.threads} threads, load average {_load()}')
     correct, targets = True, True
     runners = dict(ops=part_ops, load=part_load, modules=part_modules, models=part_models,
-                   with_cp=part_with_cp)
+                   with_cp=part_with_cp, cuda=part_cuda)
     for part in PARTS:
         if part in parts:
             agreed, met = runners[part](args, report)
