@@ -13,13 +13,24 @@ _EXPORTS = {
     'SHAPE_PALETTE': 'synthetic_det',
     'make_synthetic_coco': 'synthetic_det',
     'synthetic_det_classes': 'synthetic_det',
+    'make_synthetic_ade': 'synthetic_seg',
+    'make_synthetic_coco_panoptic': 'synthetic_pan',
+    'STUFF_CLASSES': 'synthetic_pan',
+    'ensure_synthetic': '_common',
+    'verify_synthetic': '_common',
+    'SyntheticDataError': '_common',
 }
 
-__all__ = ['SHAPE_CLASSES', 'SHAPE_PALETTE', 'make_synthetic_coco', 'synthetic_det_classes']
+__all__ = ['SHAPE_CLASSES', 'SHAPE_PALETTE', 'make_synthetic_coco', 'synthetic_det_classes',
+           'make_synthetic_ade', 'make_synthetic_coco_panoptic', 'STUFF_CLASSES',
+           'ensure_synthetic', 'verify_synthetic', 'SyntheticDataError']
 
 if TYPE_CHECKING:  # static analysers see ordinary imports
+    from ._common import SyntheticDataError, ensure_synthetic, verify_synthetic
     from .synthetic_det import (SHAPE_CLASSES, SHAPE_PALETTE, make_synthetic_coco,
                                 synthetic_det_classes)
+    from .synthetic_pan import STUFF_CLASSES, make_synthetic_coco_panoptic
+    from .synthetic_seg import make_synthetic_ade
 
 
 def __getattr__(name: str) -> Any:

@@ -5,9 +5,14 @@ textured, noisy background. Sizes span tiny objects of a few pixels, thin bars w
 ratio of 5 or more, and small, medium and large shapes; some objects are cut by the image
 border, and images may optionally be left empty. Boxes are the tight boxes of the visible
 pixels of each object, so they are exact, lie inside the image and never need clipping later.
+Every object also has its instance mask (``segmentation``: polygons along the pixel edges, or
+RLE for shapes with a hole), exact under pycocotools: it decodes to the painted pixels, its
+pixel count is ``area`` and its box is ``bbox``, so the same files serve instance
+segmentation (mmdet's ``LoadAnnotations(with_mask=True)``, ``CocoMetric(metric='segm')``).
+:mod:`fade_mm.datasets.synthetic_pan` adds stuff regions and COCO-panoptic files.
 
-Only numpy, OpenCV and json are needed (no mmdet): the same module serves configs, tests and
-a command line::
+Only numpy, OpenCV, pycocotools and json are needed (no mmdet): the same module serves
+configs, tests and a command line::
 
     python -m fade_mm.datasets.synthetic_det --out data/synthetic/det --num-train 200 --num-val 50
 
@@ -15,7 +20,11 @@ Output layout under ``root``::
 
     train/000001.png ...                  val/000001.png ...
     annotations/instances_train.json      annotations/instances_val.json
-    manifest.json                         (parameters + hashes; makes re-runs a no-op)
+    manifest.json                         (arguments, sizes + hashes; makes re-runs a no-op)
+
+The root is written atomically (drawn in a temporary sibling, then renamed), so a killed run
+never leaves a half dataset under ``root``; :func:`fade_mm.datasets.ensure_synthetic` checks
+an existing root against its manifest before it is used.
 
 In an mmdet config::
 
@@ -31,18 +40,18 @@ import argparse
 import json
 import os
 import os.path as osp
-import re
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import cv2
 import numpy as np
 
-from ._common import ImageSize, normalise_size, parse_size, sha256, write_atomic
+from ._common import (MANIFEST, ImageSize, generate_atomic, normalise_size, parse_size,
+                      write_bytes)
 
 __all__ = ['SHAPE_CLASSES', 'SHAPE_PALETTE', 'synthetic_det_classes', 'make_synthetic_coco']
 
 # Bump whenever the rendering changes, so stale data on disk is regenerated rather than reused.
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2  # 2: instance masks
 
 #: Class names, in category-id order (id = index + 1). A class is one shape in one colour.
 SHAPE_CLASSES: Tuple[str, ...] = ('rectangle', 'ellipse', 'triangle', 'ring', 'cross',
@@ -71,7 +80,6 @@ TINY_MAX_SIDE = 8
 THIN_MIN_ASPECT = 5.0
 
 _SPLITS = ('train', 'val')
-_IMAGE_NAME = re.compile(r'^\d{6}\.(png|jpg)$')
 
 
 
@@ -204,15 +212,14 @@ def _place(rng: np.random.Generator, img_h: int, img_w: int, w: int, h: int,
     return x0, y0
 
 
-def _render_image(rng: np.random.Generator, img_h: int, img_w: int, num_classes: int,
+def _render_image(rng: np.random.Generator, img: np.ndarray, num_classes: int,
                   max_objects: int, empty: bool, forced: Sequence[Tuple[str, bool]]
                   ) -> Tuple[np.ndarray, List[Dict[str, Any]]]:
-    """Draws one image.
+    """Draws the objects of one image over its background.
 
     Args:
         rng: The image's own generator.
-        img_h: Image height.
-        img_w: Image width.
+        img: ``(H, W, 3)`` float32 RGB background, drawn over in place.
         num_classes: Classes to draw from.
         max_objects: Upper bound of the number of sampled objects.
         empty: Draw the background only.
@@ -220,10 +227,11 @@ def _render_image(rng: np.random.Generator, img_h: int, img_w: int, num_classes:
 
     Returns:
         The RGB uint8 image and one dict per object: ``label`` (0-based), ``bbox`` (COCO
-        ``[x, y, w, h]`` of the visible pixels), ``area`` (visible pixel count), ``kind`` and
-        ``clipped`` (the border cut some of its pixels).
+        ``[x, y, w, h]`` of the visible pixels), ``area`` (visible pixel count), ``mask``
+        (``(H, W)`` uint8, its visible pixels), ``kind`` and ``clipped`` (the border cut some
+        of its pixels).
     """
-    img = _background(rng, img_h, img_w)
+    img_h, img_w = img.shape[:2]
     objects: List[Dict[str, Any]] = []
     if empty:
         return np.clip(img, 0, 255).astype(np.uint8), objects
@@ -273,8 +281,8 @@ def _render_image(rng: np.random.Generator, img_h: int, img_w: int, num_classes:
         ys, xs = np.nonzero(obj_mask)
         bx, by = int(xs.min()), int(ys.min())
         bw, bh = int(xs.max()) - bx + 1, int(ys.max()) - by + 1
-        objects.append(dict(label=label, bbox=[bx, by, bw, bh], area=n_vis, kind=kind,
-                            clipped=n_vis < full))
+        objects.append(dict(label=label, bbox=[bx, by, bw, bh], area=n_vis, mask=obj_mask,
+                            kind=kind, clipped=n_vis < full))
     # Sensor-like noise over everything, objects included, so colours are not perfectly flat.
     img += rng.normal(0.0, rng.uniform(2.0, 6.0), img.shape).astype(np.float32)
     return np.clip(np.rint(img), 0, 255).astype(np.uint8), objects
@@ -297,6 +305,32 @@ def _box_stats(objects: Sequence[Dict[str, Any]], img_h: int, img_w: int) -> Dic
 
 
 
+def _segmentation(mask: np.ndarray) -> Any:
+    """COCO ``segmentation`` of a ``(H, W)`` uint8 mask, exact under pycocotools.
+
+    Polygons along the pixel edges (one per connected part) where they decode to exactly
+    ``mask``; compressed RLE otherwise, which is the case of every mask with a hole (rings,
+    frames), since COCO polygons cannot cut holes.
+    """
+    from pycocotools import mask as mask_utils
+    h, w = mask.shape
+    # The contour of the 2x upscaled mask runs through the centres of its boundary pixels, so
+    # (c + 1) // 2 maps it onto the edges of the original pixels.
+    big = cv2.resize(mask, (2 * w, 2 * h), interpolation=cv2.INTER_NEAREST)
+    contours, hierarchy = cv2.findContours(big, cv2.RETR_CCOMP, cv2.CHAIN_APPROX_SIMPLE)
+    polygons = [((c.reshape(-1, 2) + 1) // 2).ravel().astype(float).tolist() for c in contours]
+    if (hierarchy[0][:, 3] < 0).all() and all(len(p) >= 6 for p in polygons):
+        rle = mask_utils.merge(mask_utils.frPyObjects(polygons, h, w))
+        if np.array_equal(mask_utils.decode(rle), mask):
+            return polygons
+    rle = mask_utils.encode(np.asfortranarray(mask))
+    return dict(size=[int(v) for v in rle['size']], counts=rle['counts'].decode('ascii'))
+
+
+def _plain_background(rng: np.random.Generator, h: int, w: int) -> Tuple[np.ndarray, None]:
+    return _background(rng, h, w), None
+
+
 def _dumps(obj: Any) -> bytes:
     return json.dumps(obj, separators=(',', ':')).encode('utf-8')
 
@@ -311,8 +345,17 @@ def _empty_indices(rng: np.random.Generator, n: int, ratio: float) -> set:
     return set(int(i) for i in rng.choice(n, size=k, replace=False))
 
 
-def _generate_split(root: str, split: str, n: int, params: Dict[str, Any]) -> Dict[str, Any]:
-    """Writes the images and the annotation file of one split; returns its statistics."""
+def _generate_split(root: str, split: str, n: int, params: Dict[str, Any],
+                    background: Callable[[np.random.Generator, int, int], Tuple[np.ndarray, Any]]
+                    = _plain_background,
+                    on_image: Optional[Callable[[Dict[str, Any], List[Dict[str, Any]], Any],
+                                                None]] = None) -> Dict[str, Any]:
+    """Writes the images and the annotation file of one split; returns its statistics.
+
+    ``background(rng, h, w)`` draws each image's background: ``(float32 RGB, extra)``;
+    ``on_image(image, objects, extra)`` then sees each image's COCO entry and objects (the
+    panoptic generator uses both).
+    """
     img_dir = osp.join(root, split)
     os.makedirs(img_dir, exist_ok=True)
     split_id = _SPLITS.index(split)
@@ -329,7 +372,6 @@ def _generate_split(root: str, split: str, n: int, params: Dict[str, Any]) -> Di
     stats = dict(num_images=n, num_empty=0, num_objects=0, num_tiny=0, num_thin=0,
                  num_border=0, num_clipped=0)
     per_class = [0] * num_classes
-    written = set()
     for i in range(n):
         # One generator per image, keyed by (seed, split, index): image i is the same whatever
         # the split size, so a bigger generation extends a smaller one.
@@ -338,28 +380,27 @@ def _generate_split(root: str, split: str, n: int, params: Dict[str, Any]) -> Di
         # The first non-empty image of a split always holds a tiny, a thin and a border-cut
         # object, so even a handful of images covers those cases.
         forced = [('tiny', False), ('thin', False), ('medium', True)] if i == first_full else []
-        img, objects = _render_image(rng, img_h, img_w, num_classes, params['max_objects'],
+        canvas, extra = background(rng, img_h, img_w)
+        img, objects = _render_image(rng, canvas, num_classes, params['max_objects'],
                                      i in empty, forced)
         name = f'{i + 1:06d}.{ext}'
         ok, buf = cv2.imencode('.' + ext, cv2.cvtColor(img, cv2.COLOR_RGB2BGR), encode)
         if not ok:  # pragma: no cover - OpenCV built without the codec
             raise RuntimeError(f'OpenCV cannot encode .{ext}')
-        write_atomic(osp.join(img_dir, name), buf.tobytes())
-        written.add(name)
+        write_bytes(osp.join(img_dir, name), buf.tobytes())
         images.append(dict(id=i + 1, file_name=name, height=img_h, width=img_w))
         for o in objects:
             annotations.append(dict(
                 id=len(annotations) + 1, image_id=i + 1, category_id=o['label'] + 1,
-                bbox=[float(v) for v in o['bbox']], area=float(o['area']), iscrowd=0))
+                bbox=[float(v) for v in o['bbox']], area=float(o['area']), iscrowd=0,
+                segmentation=_segmentation(o['mask'])))
             per_class[o['label']] += 1
         stats['num_empty'] += not objects
         stats['num_objects'] += len(objects)
         for k, v in _box_stats(objects, img_h, img_w).items():
             stats[k] += v
-    # Images left over from an earlier, larger generation would only mislead a reader.
-    for f in os.listdir(img_dir):
-        if _IMAGE_NAME.match(f) and f not in written:
-            os.remove(osp.join(img_dir, f))
+        if on_image is not None:
+            on_image(images[-1], objects, extra)
 
     coco = dict(
         info=dict(description=f'fade_mm synthetic detection ({split})',
@@ -370,19 +411,19 @@ def _generate_split(root: str, split: str, n: int, params: Dict[str, Any]) -> Di
         categories=[dict(id=c + 1, name=SHAPE_CLASSES[c], supercategory='shape')
                     for c in range(num_classes)])
     ann_file = osp.join(root, 'annotations', f'instances_{split}.json')
-    write_atomic(ann_file, _dumps(coco))
+    write_bytes(ann_file, _dumps(coco))
     stats['per_class'] = dict(zip(SHAPE_CLASSES[:num_classes], per_class))
     return stats
 
 
-def _result(root: str, params: Dict[str, Any], stats: Dict[str, Any],
-            generated: bool) -> Dict[str, Any]:
+def _result(root: str, manifest: Dict[str, Any], generated: bool) -> Dict[str, Any]:
+    params, stats = manifest['params'], manifest['stats']
     classes = synthetic_det_classes(params['num_classes'])
     palette = [tuple(c) for c in SHAPE_PALETTE[:len(classes)]]
     out: Dict[str, Any] = dict(
         root=root, classes=classes, palette=palette,
         metainfo=dict(classes=classes, palette=palette),
-        manifest=osp.join(root, 'manifest.json'), params=params, generated=generated,
+        manifest=osp.join(root, MANIFEST), params=params, generated=generated,
         splits={})
     for split in _SPLITS:
         rel = f'annotations/instances_{split}.json'
@@ -394,25 +435,24 @@ def _result(root: str, params: Dict[str, Any], stats: Dict[str, Any],
     return out
 
 
-def _reusable(root: str, params: Dict[str, Any]) -> Optional[Dict[str, Any]]:
-    """The manifest of an up-to-date generation under ``root``, else ``None``."""
-    path = osp.join(root, 'manifest.json')
-    try:
-        with open(path, 'rb') as f:
-            manifest = json.loads(f.read())
-        if manifest.get('params') != json.loads(_dumps(params)):
-            return None
-        for split in _SPLITS:
-            ann = osp.join(root, 'annotations', f'instances_{split}.json')
-            if sha256(ann) != manifest['sha256'][split]:
-                return None
-            with open(ann, 'rb') as f:
-                names = [im['file_name'] for im in json.loads(f.read())['images']]
-            if not all(osp.isfile(osp.join(root, split, nm)) for nm in names):
-                return None
-        return manifest
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
+def _params(version: Any, num_train: int, num_val: int, image_size: ImageSize,
+            num_classes: int, seed: int, max_objects: int, empty_ratio: float,
+            image_format: str) -> Dict[str, Any]:
+    """Checks the generator arguments; returns them in their manifest (JSON) form."""
+    if num_train < 0 or num_val < 0:
+        raise ValueError('num_train and num_val must be >= 0')
+    if max_objects < 1:
+        raise ValueError(f'max_objects must be >= 1, got {max_objects}')
+    if not 0.0 <= empty_ratio <= 1.0:
+        raise ValueError(f'empty_ratio must be in [0, 1], got {empty_ratio}')
+    image_format = image_format.lower().replace('jpeg', 'jpg')
+    if image_format not in ('png', 'jpg'):
+        raise ValueError(f"image_format must be 'png' or 'jpg', got {image_format!r}")
+    synthetic_det_classes(num_classes)  # validates
+    return dict(version=version, num_train=int(num_train), num_val=int(num_val),
+                image_size=[list(r) for r in normalise_size(image_size, 32)],
+                num_classes=int(num_classes), seed=int(seed), max_objects=int(max_objects),
+                empty_ratio=float(empty_ratio), image_format=image_format)
 
 
 def make_synthetic_coco(root: str,
@@ -429,11 +469,15 @@ def make_synthetic_coco(root: str,
 
     The output is a pure function of the arguments: the same seed gives byte-identical
     annotation files and identical images. A second call with the same arguments finds
-    ``root/manifest.json``, checks the annotation hashes and the image files, and returns
-    without drawing anything (``generated=False``).
+    ``root/manifest.json``, checks every file's size and hash, and returns without drawing
+    anything (``generated=False``); it needs no write access then. Otherwise the dataset is
+    drawn into a temporary sibling of ``root`` and renamed to ``root`` when complete
+    (replacing an older or damaged generation), so a killed run leaves no partial ``root``;
+    concurrent calls (torchrun ranks) generate once.
 
     Args:
-        root: Output directory (created if missing).
+        root: Output directory (created if missing; an existing one must be empty or hold
+            this generator's files only).
         num_train: Images in the train split.
         num_val: Images in the val split.
         image_size: ``int`` (square), ``(H, W)``, or inclusive per-image ranges
@@ -462,53 +506,31 @@ def make_synthetic_coco(root: str,
 
     Raises:
         ValueError: On an out-of-range argument.
+        SyntheticDataError: (a ``ValueError``) ``root`` holds other files.
     """
-    if num_train < 0 or num_val < 0:
-        raise ValueError('num_train and num_val must be >= 0')
-    if max_objects < 1:
-        raise ValueError(f'max_objects must be >= 1, got {max_objects}')
-    if not 0.0 <= empty_ratio <= 1.0:
-        raise ValueError(f'empty_ratio must be in [0, 1], got {empty_ratio}')
-    image_format = image_format.lower().replace('jpeg', 'jpg')
-    if image_format not in ('png', 'jpg'):
-        raise ValueError(f"image_format must be 'png' or 'jpg', got {image_format!r}")
-    synthetic_det_classes(num_classes)  # validates
-    params = dict(version=GENERATOR_VERSION, num_train=int(num_train), num_val=int(num_val),
-                  image_size=[list(r) for r in normalise_size(image_size, 32)],
-                  num_classes=int(num_classes), seed=int(seed), max_objects=int(max_objects),
-                  empty_ratio=float(empty_ratio), image_format=image_format)
+    params = _params(GENERATOR_VERSION, num_train, num_val, image_size, num_classes, seed,
+                     max_objects, empty_ratio, image_format)
     root = osp.abspath(root)
 
-    if not force:
-        manifest = _reusable(root, params)
-        if manifest is not None:
-            return _result(root, params, manifest['stats'], generated=False)
+    def write(directory: str) -> Tuple[Dict[str, int], Dict[str, Any]]:
+        os.makedirs(osp.join(directory, 'annotations'))
+        stats = {split: _generate_split(directory, split, n, params)
+                 for split, n in zip(_SPLITS, (num_train, num_val))}
+        return dict(train=num_train, val=num_val, annotations=len(_SPLITS)), stats
 
-    os.makedirs(osp.join(root, 'annotations'), exist_ok=True)
-    manifest_path = osp.join(root, 'manifest.json')
-    if osp.exists(manifest_path):
-        # Invalidate first: if this run dies half way, the next one must not trust old hashes.
-        os.remove(manifest_path)
-    stats = {split: _generate_split(root, split, n, params)
-             for split, n in zip(_SPLITS, (num_train, num_val))}
-    manifest = dict(params=params, stats=stats, sha256={
-        split: sha256(osp.join(root, 'annotations', f'instances_{split}.json'))
-        for split in _SPLITS})
-    write_atomic(manifest_path, json.dumps(manifest, indent=1).encode('utf-8'))
-    return _result(root, params, stats, generated=True)
+    manifest, generated = generate_atomic(root, __name__, params,
+                                          (*_SPLITS, 'annotations'), write, force)
+    return _result(root, manifest, generated)
 
 
 # ----------------------------------------------------------------------------- CLI
 
-
-
-
-def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
-    """Command-line entry point; prints what was written (or reused)."""
-    ap = argparse.ArgumentParser(
-        prog='python -m fade_mm.datasets.synthetic_det',
-        description='Write a synthetic COCO-format detection dataset.')
-    ap.add_argument('--out', default='data/synthetic/det', help='output root')
+def _parse_cli(argv: Optional[Sequence[str]], module: str, what: str,
+              default_out: str) -> Dict[str, Any]:
+    """The command line of ``module`` as generator keyword arguments (``root`` included)."""
+    ap = argparse.ArgumentParser(prog=f'python -m {module}',
+                                 description=f'Write a synthetic {what} dataset.')
+    ap.add_argument('--out', dest='root', default=default_out, help='output root')
     ap.add_argument('--num-train', type=int, default=200)
     ap.add_argument('--num-val', type=int, default=50)
     ap.add_argument('--num-classes', type=int, default=4,
@@ -520,15 +542,17 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
     ap.add_argument('--empty-ratio', type=float, default=0.0)
     ap.add_argument('--format', dest='image_format', choices=('png', 'jpg'), default='png')
     ap.add_argument('--force', action='store_true', help='regenerate even if up to date')
-    a = ap.parse_args(argv)
-    info = make_synthetic_coco(a.out, num_train=a.num_train, num_val=a.num_val,
-                               image_size=a.image_size, num_classes=a.num_classes, seed=a.seed,
-                               max_objects=a.max_objects, empty_ratio=a.empty_ratio,
-                               image_format=a.image_format, force=a.force)
+    return vars(ap.parse_args(argv))
+
+
+def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
+    """Command-line entry point; prints what was written (or reused)."""
+    info = make_synthetic_coco(**_parse_cli(argv, 'fade_mm.datasets.synthetic_det',
+                                            'COCO-format detection', 'data/synthetic/det'))
     (h_lo, h_hi), (w_lo, w_hi) = info['params']['image_size']
     print(f"{'wrote' if info['generated'] else 'up to date, reused'}: {info['root']}")
     print(f"classes: {info['classes']}  image size: H {h_lo}-{h_hi}, W {w_lo}-{w_hi}  "
-          f"seed: {a.seed}")
+          f"seed: {info['params']['seed']}")
     for split, s in info['splits'].items():
         print(f"  {split:5s} {s['num_images']:5d} images in {s['img_dir']}  "
               f"({s['num_empty']} empty)")

@@ -17,7 +17,11 @@ Layout under ``root`` (what mmseg's ``ADE20KDataset`` reads)::
 
     images/training/synthetic_training_000000.jpg ...       annotations/training/*.png
     images/validation/synthetic_validation_000000.jpg ...   annotations/validation/*.png
-    manifest.json            (parameters + hashes; makes re-runs a no-op)
+    manifest.json            (arguments, sizes + hashes; makes re-runs a no-op)
+
+The root is written atomically (drawn in a temporary sibling, then renamed), so a killed run
+never leaves a half dataset under ``root``; :func:`fade_mm.datasets.ensure_synthetic` checks
+an existing root against its manifest before it is used.
 
 Annotation PNGs hold ``0`` for "other" and ``k + 1`` for class ``k``, as in ADE20K.
 
@@ -42,17 +46,15 @@ from __future__ import annotations
 
 import argparse
 import colorsys
-import hashlib
-import json
 import os
 import os.path as osp
-import re
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import cv2
 import numpy as np
 
-from ._common import ImageSize, normalise_size, parse_size, sha256, write_atomic
+from ._common import (MANIFEST, ImageSize, generate_atomic, normalise_size, parse_size,
+                      write_bytes)
 
 __all__ = ['ADE20K_HEAD_CLASSES', 'synthetic_seg_classes', 'class_roles',
            'synthetic_seg_palette', 'make_synthetic_ade']
@@ -86,7 +88,6 @@ _THIN_SHAPES = ('pole', 'wire', 'rail')
 _BLOB_SHAPES = ('ellipse', 'square', 'dot')
 
 SPLITS = ('training', 'validation')
-_NAME = re.compile(r'^synthetic_(training|validation)_\d{6}\.(jpg|png)$')
 MIN_SIDE = 32
 
 
@@ -306,13 +307,11 @@ def _dirs(root: str, split: str) -> Tuple[str, str]:
 
 def _generate_split(root: str, split: str, n: int, params: Dict[str, Any]) -> Dict[str, Any]:
     img_dir, ann_dir = _dirs(root, split)
-    os.makedirs(img_dir, exist_ok=True)
-    os.makedirs(ann_dir, exist_ok=True)
-    keep = set()
+    os.makedirs(img_dir)
+    os.makedirs(ann_dir)
     (h_lo, h_hi), (w_lo, w_hi) = params['image_size']
     num_classes = params['num_classes']
     pixels = np.zeros(num_classes + 1, np.int64)
-    hashes = {}
     jpeg = [cv2.IMWRITE_JPEG_QUALITY, 95]
     if hasattr(cv2, 'IMWRITE_JPEG_SAMPLING_FACTOR'):
         jpeg += [cv2.IMWRITE_JPEG_SAMPLING_FACTOR, cv2.IMWRITE_JPEG_SAMPLING_FACTOR_444]
@@ -322,56 +321,32 @@ def _generate_split(root: str, split: str, n: int, params: Dict[str, Any]) -> Di
         h, w = int(rng.integers(h_lo, h_hi + 1)), int(rng.integers(w_lo, w_hi + 1))
         lab, img = _render(rng, h, w, num_classes)
         stem = f'synthetic_{split}_{i:06d}'
-        for path, data in ((osp.join(img_dir, stem + '.jpg'),
-                            _encode('.jpg', cv2.cvtColor(img, cv2.COLOR_RGB2BGR), jpeg)),
-                           (osp.join(ann_dir, stem + '.png'), _encode('.png', lab))):
-            write_atomic(path, data)
-            rel = osp.relpath(path, root).replace(os.sep, '/')
-            hashes[rel] = hashlib.sha256(data).hexdigest()
-            keep.add(osp.basename(path))
+        write_bytes(osp.join(img_dir, stem + '.jpg'),
+                    _encode('.jpg', cv2.cvtColor(img, cv2.COLOR_RGB2BGR), jpeg))
+        write_bytes(osp.join(ann_dir, stem + '.png'), _encode('.png', lab))
         pixels += np.bincount(lab.ravel(), minlength=num_classes + 1)
-    # Leftovers of an earlier, larger generation would be picked up by a directory scan.
-    for d in (img_dir, ann_dir):
-        for name in os.listdir(d):
-            if _NAME.match(name) and name not in keep:
-                os.remove(osp.join(d, name))
-    return dict(num_images=n, hashes=hashes, ignore_pixels=int(pixels[0]),
+    return dict(num_images=n, ignore_pixels=int(pixels[0]),
                 per_class_pixels=[int(v) for v in pixels[1:]])
 
 
-def _reusable(root: str, params: Dict[str, Any]) -> Optional[Dict[str, Any]]:
-    """The manifest of an up-to-date generation under ``root``, else ``None``."""
-    try:
-        with open(osp.join(root, 'manifest.json'), 'rb') as f:
-            manifest = json.loads(f.read())
-        if manifest.get('params') != json.loads(json.dumps(params)):
-            return None
-        for split in SPLITS:
-            for rel, digest in manifest['stats'][split]['hashes'].items():
-                if sha256(osp.join(root, rel)) != digest:
-                    return None
-        return manifest
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
-
-
-def _result(root: str, params: Dict[str, Any], stats: Dict[str, Any],
-            generated: bool) -> Dict[str, Any]:
+def _result(root: str, manifest: Dict[str, Any], generated: bool) -> Dict[str, Any]:
+    params, stats = manifest['params'], manifest['stats']
     classes = synthetic_seg_classes(params['num_classes'])
     palette = [list(c) for c in synthetic_seg_palette(params['num_classes'])]
     out: Dict[str, Any] = dict(
         root=root, classes=classes, palette=palette, roles=class_roles(len(classes)),
         metainfo=dict(classes=classes, palette=palette),
-        manifest=osp.join(root, 'manifest.json'), params=params, generated=generated,
+        manifest=osp.join(root, MANIFEST), params=params, generated=generated,
         data_prefix={}, splits={})
     for split in SPLITS:
         img_rel, ann_rel = f'images/{split}', f'annotations/{split}'
         out['data_prefix'][split] = dict(img_path=img_rel, seg_map_path=ann_rel)
-        rels = sorted(stats[split]['hashes'])
         out['splits'][split] = dict(
             img_dir=osp.join(root, img_rel), ann_dir=osp.join(root, ann_rel),
-            images=[osp.join(root, r) for r in rels if r.endswith('.jpg')],
-            annotations=[osp.join(root, r) for r in rels if r.endswith('.png')],
+            images=[osp.join(root, r) for r in sorted(manifest['files'])
+                    if osp.dirname(r) == img_rel],
+            annotations=[osp.join(root, r) for r in sorted(manifest['files'])
+                         if osp.dirname(r) == ann_rel],
             num_images=stats[split]['num_images'], ignore_pixels=stats[split]['ignore_pixels'],
             per_class_pixels=stats[split]['per_class_pixels'])
     return out
@@ -388,10 +363,14 @@ def make_synthetic_ade(root: str,
 
     The output is a pure function of the arguments: the same seed gives byte-identical files.
     A second call with the same arguments finds ``root/manifest.json``, checks every file's
-    hash and returns without drawing anything (``generated=False``).
+    size and hash and returns without drawing anything (``generated=False``); it needs no
+    write access then. Otherwise the dataset is drawn into a temporary sibling of ``root`` and
+    renamed to ``root`` when complete (replacing an older or damaged generation), so a killed
+    run leaves no partial ``root``; concurrent calls (torchrun ranks) generate once.
 
     Args:
-        root: Output directory (created if missing).
+        root: Output directory (created if missing; an existing one must be empty or hold
+            this generator's files only).
         num_train: Images in ``training``.
         num_val: Images in ``validation``.
         image_size: ``int`` (square), ``(H, W)``, or inclusive per-image ranges
@@ -412,6 +391,7 @@ def make_synthetic_ade(root: str,
 
     Raises:
         ValueError: On an out-of-range argument.
+        SyntheticDataError: (a ``ValueError``) ``root`` holds other files.
     """
     if num_train < 0 or num_val < 0:
         raise ValueError('num_train and num_val must be >= 0')
@@ -421,21 +401,16 @@ def make_synthetic_ade(root: str,
                   num_classes=int(num_classes), seed=int(seed))
     root = osp.abspath(root)
 
-    if not force:
-        manifest = _reusable(root, params)
-        if manifest is not None:
-            return _result(root, params, manifest['stats'], generated=False)
+    def write(directory: str) -> Tuple[Dict[str, int], Dict[str, Any]]:
+        stats = {split: _generate_split(directory, split, n, params)
+                 for split, n in zip(SPLITS, (num_train, num_val))}
+        counts = {d: n for split, n in zip(SPLITS, (num_train, num_val))
+                  for d in (f'images/{split}', f'annotations/{split}')}
+        return counts, stats
 
-    os.makedirs(root, exist_ok=True)
-    manifest_path = osp.join(root, 'manifest.json')
-    if osp.exists(manifest_path):
-        # Invalidate first: if this run dies half way, the next one must not trust old hashes.
-        os.remove(manifest_path)
-    stats = {split: _generate_split(root, split, n, params)
-             for split, n in zip(SPLITS, (num_train, num_val))}
-    write_atomic(manifest_path,
-                  json.dumps(dict(params=params, stats=stats), indent=1).encode('utf-8'))
-    return _result(root, params, stats, generated=True)
+    manifest, generated = generate_atomic(root, __name__, params, ('images', 'annotations'),
+                                          write, force)
+    return _result(root, manifest, generated)
 
 
 # ----------------------------------------------------------------------------- CLI

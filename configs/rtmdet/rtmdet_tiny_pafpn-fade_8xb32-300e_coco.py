@@ -1,0 +1,3 @@
+_base_ = './rtmdet_tiny_pafpn-nearest_8xb32-300e_coco.py'
+
+model = dict(neck=dict(upsample_cfg=dict(_delete_=True, type='FADE')))

@@ -1,0 +1,18 @@
+# YOLOX-s, 300 epochs COCO, with UpsamplerYOLOXPAFPN and nearest upsampling: numerically
+# mmdet's yolox_s_8xb8-300e_coco (same layers and state dict, so mmdet's checkpoint loads;
+# 8,968,255 parameters; 40.5 box AP in mmdet's metafile). Every `pafpn-*` config of YOLOX-s
+# inherits it and changes `upsample_cfg` only (two top-down upsamplers, at 256 and 128
+# channels). Layout 8 GPUs x 8 images, as mmdet's.
+_base_ = 'mmdet::yolox/yolox_s_8xb8-300e_coco.py'
+
+custom_imports = dict(imports=['fade_mm.det'], allow_failed_imports=False)
+
+model = dict(
+    neck=dict(
+        type='UpsamplerYOLOXPAFPN',
+        # mmdet's base writes nn.Upsample arguments here; name the registry module instead
+        upsample_cfg=dict(_delete_=True, type='NearestUpsample')))
+
+# keep the checkpoint of the best validation as well (mmdet keeps the last three);
+# mmdet's auto_scale_lr (base_batch_size=64 = 8 x 8) is kept
+default_hooks = dict(checkpoint=dict(save_best='coco/bbox_mAP', rule='greater'))
