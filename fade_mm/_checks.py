@@ -1,6 +1,7 @@
 """Input checks shared by every upsampler: clear errors instead of silent broadcasting."""
 from __future__ import annotations
 
+import numbers
 from typing import Optional, Tuple
 
 import torch
@@ -33,6 +34,14 @@ def check_feature(owner: str, name: str, t, channels: Optional[int] = None) -> N
                          f'H, W), got shape {tuple(t.shape)}')
 
 
+def check_spatial(owner: str, name: str, t: Tensor) -> None:
+    """Raise ValueError unless the map ``t`` (..., H, W) has ``H, W >= 1`` (a batch of
+    zero images is fine; a map of zero rows or columns has nothing to upsample)."""
+    if t.shape[-2] < 1 or t.shape[-1] < 1:
+        raise ValueError(f'{owner}: `{name}` must have a non-empty spatial size (H, W >= 1), '
+                         f'got shape {tuple(t.shape)}')
+
+
 def output_size(owner: str, x: Tensor, guide: Optional[Tensor], scale: int,
                 guide_channels: Optional[int] = None) -> Tuple[int, int]:
     """Size of the upsampled map: the guide's, or ``scale`` times the input's.
@@ -44,6 +53,7 @@ def output_size(owner: str, x: Tensor, guide: Optional[Tensor], scale: int,
     if guide is None:
         return scale * h, scale * w
     check_feature(owner, 'guide', guide, guide_channels)
+    check_spatial(owner, 'guide', guide)
     big_h, big_w = guide.shape[-2:]
     if guide.shape[0] != x.shape[0] or (-(-big_h // scale), -(-big_w // scale)) != (h, w):
         lo_h, lo_w = scale * (h - 1) + 1, scale * (w - 1) + 1
@@ -64,6 +74,7 @@ def unguided_output_size(owner: str, x: Tensor, guide: Optional[Tensor], channel
     """The checks of an unguided upsampler's forward: ``x`` with ``channels`` channels and an
     optional guide used for its size only; returns the output size."""
     check_feature(owner, 'x', x, channels)
+    check_spatial(owner, 'x', x)
     return output_size(owner, x, guide, scale)
 
 
@@ -72,6 +83,7 @@ def guided_output_size(owner: str, x: Tensor, guide: Optional[Tensor], channels:
     """The checks of a guided upsampler's forward: ``x`` with ``channels`` channels and a
     required guide with ``guide_channels`` (default ``channels``); returns the output size."""
     check_feature(owner, 'x', x, channels)
+    check_spatial(owner, 'x', x)
     guide_channels = channels if guide_channels is None else guide_channels
     if guide is None:
         raise ValueError(f'{owner}: `guide` (the encoder feature, (B, {guide_channels}, H, W)) '
@@ -84,8 +96,13 @@ def check_choice(owner: str, name: str, value, choices) -> None:
         raise ValueError(f'{owner}: `{name}` must be one of {tuple(choices)}, got {value!r}')
 
 
-def check_int(owner: str, name: str, value, minimum: int, odd: bool = False) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum or (
-            odd and value % 2 == 0):
-        raise ValueError(f'{owner}: `{name}` must be an {"odd " if odd else ""}int >= '
-                         f'{minimum}, got {value!r}')
+def check_int(owner: str, name: str, value, minimum: int, odd: bool = False) -> int:
+    """Raise ValueError unless ``value`` is an integer ``>= minimum`` (and odd if asked);
+    returns it as a Python int. Integral numpy scalars (``np.int64(16)``) are integers;
+    bools and floats (even ``16.0``) are not."""
+    if isinstance(value, numbers.Integral) and not isinstance(value, bool) and \
+            value >= minimum and not (odd and value % 2 == 0):
+        return int(value)
+    kind = '' if type(value) is int else f' ({type(value).__name__})'
+    raise ValueError(f'{owner}: `{name}` must be an {"odd " if odd else ""}int >= '
+                     f'{minimum}, got {value!r}{kind}')

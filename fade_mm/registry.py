@@ -20,12 +20,32 @@ for _name in upsamplers.__all__:
         MODELS.register_module(module=_obj)
 
 
+def filled_cfg(cfg: dict, owner: str, in_channels: int, scale_factor: int = 2) -> dict:
+    """``cfg`` with ``in_channels`` and ``scale_factor`` filled in, as a neck or head builds
+    its upsamplers.
+
+    Raises:
+        ValueError: naming ``owner`` when ``cfg`` already sets either key to another value
+            (an equal one is fine): it would be silently replaced otherwise.
+    """
+    needed = dict(in_channels=in_channels, scale_factor=scale_factor)
+    for key, value in needed.items():
+        if key in cfg and cfg[key] != value:
+            raise ValueError(f'{owner}: `upsample_cfg` sets {key}={cfg[key]!r}, but its '
+                             f'upsamplers need {key}={value}; leave the key out ({owner} fills '
+                             f'it in) or set it to {value}')
+    return dict(cfg, **needed)
+
+
 def build_upsamplers(cfg: Optional[dict], channels: int, num: int,
-                     registry: Registry = MODELS) -> Optional[nn.ModuleList]:
+                     registry: Registry = MODELS,
+                     owner: str = 'build_upsamplers') -> Optional[nn.ModuleList]:
     """``num`` independent x2 upsamplers from ``cfg`` (``in_channels`` and ``scale_factor``
-    filled in), or None when ``cfg`` is None. ``registry`` is the caller's scope (mmdet's or
-    mmseg's ``MODELS``), which falls back to mmengine's root where fade_mm registers."""
+    filled in by :func:`filled_cfg`, which refuses other values of them), or None when
+    ``cfg`` is None. ``registry`` is the caller's scope (mmdet's or mmseg's ``MODELS``),
+    which falls back to mmengine's root where fade_mm registers; ``owner`` names the caller
+    in errors."""
     if cfg is None:
         return None
-    return nn.ModuleList(
-        registry.build(dict(cfg, in_channels=channels, scale_factor=2)) for _ in range(num))
+    cfg = filled_cfg(cfg, owner, channels)
+    return nn.ModuleList(registry.build(dict(cfg)) for _ in range(num))

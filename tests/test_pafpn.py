@@ -165,6 +165,19 @@ def test_configs_layout_and_best_checkpoint(model, batch, base_batch):
     # --auto-scale-lr scales from the batch of the config's lr (8 x batch)
     assert cfg.auto_scale_lr.base_batch_size == base_batch == 8 * batch
     assert cfg.default_hooks.checkpoint.save_best == 'coco/bbox_mAP'
+    assert cfg.default_hooks.checkpoint.type == 'SafeCheckpointHook'
+    # mmdet's own hooks unchanged (EMA, pipeline / mode switches), exact resume added
+    # (`mmdet::` bases tag their dicts with `_scope_='mmdet'`: compare without it)
+    stock = Config.fromfile(_mmdet_config(model)).custom_hooks
+    assert _unscoped(cfg.custom_hooks) == [*stock, dict(type='RNGStateHook')]
+
+
+def _unscoped(node):
+    if isinstance(node, dict):
+        return {k: _unscoped(v) for k, v in node.items() if k != '_scope_'}
+    if isinstance(node, (list, tuple)):
+        return type(node)(_unscoped(v) for v in node)
+    return node
 
 
 @pytest.mark.parametrize('model', list(MODELS_))
@@ -216,3 +229,11 @@ def test_rtmdet_tiny_fade_train_step_at_odd_size():
     total.backward()
     grads = [p.grad for p in model.neck.upsamplers.parameters()]
     assert all(g is not None for g in grads) and sum(float(g.abs().sum()) for g in grads) > 0
+
+
+@pytest.mark.parametrize('ours', ['UpsamplerCSPNeXtPAFPN', 'UpsamplerYOLOXPAFPN'])
+def test_conflicting_upsample_cfg_is_refused(ours):
+    from mmdet.registry import MODELS
+    with pytest.raises(ValueError, match=r'sets in_channels=7, but its upsamplers need'):
+        MODELS.build(dict(type=ours, in_channels=[8, 16, 32], out_channels=8,
+                          upsample_cfg=dict(type='FADE', in_channels=7)))

@@ -38,8 +38,11 @@ param_scheduler = [
     dict(type='LinearLR', start_factor=0.01, by_epoch=False, begin=0, end=50),
     dict(type='CosineAnnealingLR', by_epoch=False, begin=50, end=max_iters, eta_min=1e-4),
 ]
+# fade_mm.engine: atomic checkpoints (fallback to the newest intact one on --resume; another
+# model's weights refused unless strict_keys=False) with RNG states for an exact --resume
 default_hooks = dict(logger=dict(interval=50),
-                     checkpoint=dict(by_epoch=False, interval=max_iters))
+                     checkpoint=dict(type='SafeCheckpointHook', by_epoch=False,
+                                     interval=max_iters))
 log_processor = dict(by_epoch=False)
 randomness = dict(seed=0)
 auto_scale_lr = dict(enable=False)
@@ -84,4 +87,4 @@ test_evaluator = val_evaluator
 # every 100 iterations and after training: work_dir/upsampler_vis/
 custom_imports = dict(imports=['fade_mm.det', 'fade_mm.visualization'],
                       allow_failed_imports=False)
-custom_hooks = [dict(type='UpsamplerVisHook', interval=100)]
+custom_hooks = [dict(type='UpsamplerVisHook', interval=100), dict(type='RNGStateHook')]

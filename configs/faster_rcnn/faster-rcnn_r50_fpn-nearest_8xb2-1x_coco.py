@@ -20,6 +20,10 @@ model = dict(
         upsample_cfg=dict(type='NearestUpsample')))
 
 # keep the checkpoint of the best validation (mmdet evaluates after every epoch)
-default_hooks = dict(checkpoint=dict(save_best='coco/bbox_mAP', rule='greater'))
+default_hooks = dict(checkpoint=dict(type='SafeCheckpointHook', save_best='coco/bbox_mAP',
+                                     rule='greater'))
+# fade_mm.engine: atomic checkpoints (fallback to the newest intact one on --resume; another
+# model's weights refused unless strict_keys=False) with RNG states for an exact --resume
+custom_hooks = [dict(type='RNGStateHook')]
 # as mmdet: off unless `--auto-scale-lr`, then lr = 0.02 * (GPUs x batch) / 16
 auto_scale_lr = dict(enable=False, base_batch_size=16)

@@ -12,8 +12,18 @@ model = dict(
         type='UpsamplerCSPNeXtPAFPN',
         upsample_cfg=dict(type='NearestUpsample')))
 
-# keep the checkpoint of the best validation as well (mmdet keeps the last three)
-default_hooks = dict(checkpoint=dict(save_best='coco/bbox_mAP', rule='greater'))
+# crash-safe checkpoints (fade_mm.engine), keeping the best validation's as well (mmdet keeps
+# the last three)
+default_hooks = dict(checkpoint=dict(type='SafeCheckpointHook', save_best='coco/bbox_mAP',
+                                     rule='greater'))
+# mmdet's hooks as they are (a config cannot append to a base list), then exact resume
+custom_hooks = [
+    dict(type='EMAHook', ema_type='ExpMomentumEMA', momentum=0.0002, update_buffers=True,
+         priority=49),
+    dict(type='PipelineSwitchHook', switch_epoch=280,
+         switch_pipeline={{_base_.train_pipeline_stage2}}),
+    dict(type='RNGStateHook'),
+]
 # lr 0.004 is for batch 8 x 32 = 256; mmdet's RTMDet configs inherit schedule_1x's
 # base_batch_size=16, which would make `--auto-scale-lr` multiply it by 16 on 8 x 32
 auto_scale_lr = dict(enable=False, base_batch_size=256)

@@ -16,4 +16,7 @@ val_evaluator = dict(_delete_=True, type='IoUBoundaryMetric', iou_metrics=['mIoU
 test_evaluator = val_evaluator
 # keep the checkpoint of the best validation: the published numbers are the best of the runs'
 # evaluations (every 8k iterations, 10 in all)
-default_hooks = dict(checkpoint=dict(save_best='mIoU', rule='greater'))
+default_hooks = dict(checkpoint=dict(type='SafeCheckpointHook', save_best='mIoU', rule='greater'))
+# fade_mm.engine: atomic checkpoints (fallback to the newest intact one on --resume; another
+# model's weights refused unless strict_keys=False) with RNG states for an exact --resume
+custom_hooks = [dict(type='RNGStateHook')]

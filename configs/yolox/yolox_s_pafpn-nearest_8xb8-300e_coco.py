@@ -13,6 +13,15 @@ model = dict(
         # mmdet's base writes nn.Upsample arguments here; name the registry module instead
         upsample_cfg=dict(_delete_=True, type='NearestUpsample')))
 
-# keep the checkpoint of the best validation as well (mmdet keeps the last three);
-# mmdet's auto_scale_lr (base_batch_size=64 = 8 x 8) is kept
-default_hooks = dict(checkpoint=dict(save_best='coco/bbox_mAP', rule='greater'))
+# crash-safe checkpoints (fade_mm.engine), keeping the best validation's as well (mmdet keeps
+# the last three); mmdet's auto_scale_lr (base_batch_size=64 = 8 x 8) is kept
+default_hooks = dict(checkpoint=dict(type='SafeCheckpointHook', save_best='coco/bbox_mAP',
+                                     rule='greater'))
+# mmdet's hooks as they are (a config cannot append to a base list), then exact resume
+custom_hooks = [
+    dict(type='YOLOXModeSwitchHook', num_last_epochs={{_base_.num_last_epochs}}, priority=48),
+    dict(type='SyncNormHook', priority=48),
+    dict(type='EMAHook', ema_type='ExpMomentumEMA', momentum=0.0001, update_buffers=True,
+         priority=49),
+    dict(type='RNGStateHook'),
+]

@@ -23,7 +23,8 @@ class UpsamplerFPN(BaseModule):
     """Feature pyramid network with a configurable upsampler in every top-down step.
 
     Each x2 step of the top-down path is an upsampler built from ``upsample_cfg`` by registry
-    name (``in_channels=out_channels, scale_factor=2`` are filled in) and called as
+    name (``in_channels=out_channels, scale_factor=2`` are filled in; other values of these
+    keys in ``upsample_cfg`` are refused) and called as
     ``upsampler(top, lateral)``: guided upsamplers (FADE, SAPA, A2U, IndexNet) use the lateral
     as their encoder feature, unguided ones use only its size, so odd image sizes (no padding
     to 32) give maps of exactly the lateral's size for every upsampler.
@@ -103,7 +104,7 @@ class UpsamplerFPN(BaseModule):
         self.fpn_convs = nn.ModuleList(conv(out_channels, 3)
                                        for _ in range(len(self.lateral_convs)))
         self.upsamplers = build_upsamplers(self.upsample_cfg, out_channels,
-                                           len(self.lateral_convs) - 1, MODELS)
+                                           len(self.lateral_convs) - 1, MODELS, name)
 
     def init_weights(self) -> None:
         # init_cfg would re-initialise every Conv2d, the upsamplers' too (e.g. CARAFE's and

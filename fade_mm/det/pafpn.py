@@ -25,7 +25,7 @@ from mmdet.models.necks import CSPNeXtPAFPN, YOLOXPAFPN
 from mmdet.registry import MODELS
 from torch import Tensor
 
-from .. import registry  # noqa: F401  (registers the upsamplers in mmengine's root MODELS)
+from ..registry import filled_cfg  # (importing it registers the upsamplers in root MODELS)
 from ..upsamplers._common import check_bool, checkpointed
 
 #: What mmdet's necks build by default; ours builds the same function by registry name.
@@ -73,8 +73,7 @@ class _TopDownUpsamplers:
         # level, with the same channels, so guided upsamplers need no `guide_channels`.
         n = len(self.in_channels)
         self.upsamplers = nn.ModuleList(
-            MODELS.build(dict(self.upsample_cfg, in_channels=self.in_channels[idx - 1],
-                              scale_factor=2))
+            MODELS.build(filled_cfg(self.upsample_cfg, name, self.in_channels[idx - 1]))
             for idx in range(n - 1, 0, -1))
 
     def init_weights(self) -> None:

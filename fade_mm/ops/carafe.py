@@ -33,12 +33,11 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
-from typing import Optional
+from typing import Optional, Tuple
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
-from torch.autograd.function import once_differentiable
 
 from .._checks import autocast_enabled, check_choice, check_feature, check_int
 
@@ -88,10 +87,11 @@ def _no_autocast(device_type: str):
 
 
 def _validate(features: Tensor, masks: Tensor, kernel_size: int, group_size: int,
-              scale_factor: int) -> None:
-    check_int('carafe', 'kernel_size', kernel_size, 1, odd=True)
-    check_int('carafe', 'group_size', group_size, 1)
-    check_int('carafe', 'scale_factor', scale_factor, 1)
+              scale_factor: int) -> Tuple[int, int, int]:
+    """Raise ValueError on bad arguments; returns ``(k, G, s)`` as Python ints."""
+    kernel_size = check_int('carafe', 'kernel_size', kernel_size, 1, odd=True)
+    group_size = check_int('carafe', 'group_size', group_size, 1)
+    scale_factor = check_int('carafe', 'scale_factor', scale_factor, 1)
     k, g, s = kernel_size, group_size, scale_factor
     check_feature('carafe', 'features', features)
     check_feature('carafe', 'masks', masks)
@@ -109,6 +109,7 @@ def _validate(features: Tensor, masks: Tensor, kernel_size: int, group_size: int
         raise ValueError(f'carafe: `masks` must have shape (B, group_size*k*k, s*H, s*W) = '
                          f'{want} for features {tuple(features.shape)}, got '
                          f'{tuple(masks.shape)}')
+    return k, g, s
 
 
 #: Byte budget of the largest per-block buffer of the training path (a band of rows, or a
@@ -332,9 +333,25 @@ def _carafe_backward(grad_out: Tensor, x: Tensor, masks: Tensor, k: int, s: int,
     return grad_x, grad_masks
 
 
+def _differentiable_backward(ctx, loop_free, grad_out: Tensor, args: tuple) -> tuple:
+    """Backward of a custom function of two tensors (its first two saved tensors) and
+    ``args``, made of differentiable ops for ``create_graph=True``: the gradients of its
+    loop-free twin ``loop_free(*tensors, *args)`` (the same function), which autograd can
+    differentiate again."""
+    inputs = ctx.saved_tensors[:2]
+    wanted = [t for t, need in zip(inputs, ctx.needs_input_grad) if need]
+    with _no_autocast(inputs[0].device.type):
+        out = loop_free(*inputs, *args)
+        grads = iter(torch.autograd.grad(out, wanted, grad_out.to(out.dtype), create_graph=True))
+    return tuple(next(grads) if need else None for need in ctx.needs_input_grad[:2]) + \
+        (None,) * len(args)
+
+
 class _CarafeFunction(torch.autograd.Function):
     """The training path. Groups are folded into the batch: group ``g`` of image ``b`` is
-    map ``b*G + g``, reassembled with its own ``k*k`` kernels. Saves only its inputs."""
+    map ``b*G + g``, reassembled with its own ``k*k`` kernels. Saves only its inputs.
+    Its backward is differentiable: with ``create_graph=True`` it differentiates
+    :func:`carafe_shift` instead (the loop-free formulation, holding its unfold)."""
 
     @staticmethod
     def forward(ctx, features: Tensor, masks: Tensor, kernel_size: int, group_size: int,
@@ -349,11 +366,12 @@ class _CarafeFunction(torch.autograd.Function):
         return out.view(b, c, s * h, s * w)
 
     @staticmethod
-    @once_differentiable
     def backward(ctx, grad_out: Tensor):
         features, masks = ctx.saved_tensors
         k, g, s = ctx.args
         b, c, h, w = features.shape
+        if torch.is_grad_enabled():  # create_graph=True: a double backward may follow
+            return _differentiable_backward(ctx, carafe_shift, grad_out, (k, g, s))
         with _no_autocast(features.device.type):
             grad_x, grad_masks = _carafe_backward(
                 grad_out.to(features.dtype).reshape(b * g, c // g, s * h, s * w),
@@ -408,14 +426,30 @@ def carafe_shift(features: Tensor, masks: Tensor, kernel_size: int, group_size: 
 
 
 def _mmcv_cuda_carafe():
-    """mmcv's compiled CUDA kernel, or None when this mmcv was built without it."""
+    """mmcv's compiled CUDA kernel, or None when this mmcv was built without it.
+
+    Its backward returns plain tensors (second derivatives through it would be silently
+    missing), so with ``create_graph=True`` :func:`carafe_shift` is differentiated instead.
+    """
     try:
-        from mmcv.ops import carafe as mmcv_carafe
+        from mmcv.ops.carafe import CARAFEFunction
         from mmcv.utils import ext_loader
         ext = ext_loader.load_ext('_ext', ['carafe_forward'])
-        return mmcv_carafe if hasattr(ext, 'carafe_forward') else None
+        if not hasattr(ext, 'carafe_forward'):
+            return None
     except Exception:  # mmcv absent or built without ops: fall back to pure PyTorch
         return None
+
+    class _MmcvCarafe(CARAFEFunction):
+        @staticmethod
+        def backward(ctx, grad_output: Tensor):
+            if torch.is_grad_enabled():  # create_graph=True
+                return _differentiable_backward(
+                    ctx, carafe_shift, grad_output,
+                    (ctx.kernel_size, ctx.group_size, ctx.scale_factor))
+            return CARAFEFunction.backward(ctx, grad_output)
+
+    return _MmcvCarafe.apply
 
 
 _MMCV_CUDA = {}
@@ -441,16 +475,22 @@ def carafe(features: Tensor, masks: Tensor, kernel_size: int, group_size: int,
             graph is being captured (:func:`graph_capture`), else ``'rows'``.
 
     Returns:
-        ``(B, C, s * h, s * w)`` reassembled features.
+        ``(B, C, s * h, s * w)`` reassembled features. Empty inputs (``B``, ``h`` or ``w``
+        zero) give an empty output. Double backward (``create_graph=True``) works on every
+        path: the custom backward passes (``'rows'``, mmcv's kernel) then differentiate
+        :func:`carafe_shift`.
 
     Raises:
         ValueError: naming the argument, what was expected and what was received.
     """
     check_choice('carafe', 'impl', impl, CARAFE_IMPLS)
-    _validate(features, masks, kernel_size, group_size, scale_factor)
+    kernel_size, group_size, scale_factor = _validate(features, masks, kernel_size,
+                                                      group_size, scale_factor)
     if masks.dtype != features.dtype:  # only reached under autocast (see _validate)
         masks = masks.to(features.dtype)
-    if impl == 'shift' or (impl == 'auto' and (graph_capture() or _EXACT_WORK.get())):
+    # Empty maps take the loop-free path too: it needs no blocks, so zero sizes just work.
+    if impl == 'shift' or (impl == 'auto' and (graph_capture() or _EXACT_WORK.get())) or \
+            features.numel() == 0:
         with _no_autocast(features.device.type):
             return carafe_shift(features, masks, kernel_size, group_size, scale_factor)
     if use_mmcv_cuda and features.is_cuda:

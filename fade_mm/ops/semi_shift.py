@@ -24,6 +24,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from .._checks import check_choice, check_feature, check_int, check_spatial
+
 __all__ = ['semi_shift_conv', 'SEMI_SHIFT_IMPLS']
 
 SEMI_SHIFT_IMPLS = ('l2h', 'h2l')
@@ -46,23 +48,36 @@ def semi_shift_conv(enc: Tensor, dec: Tensor, weight: Tensor, bias: Optional[Ten
             ``w = ceil(W/s)``.
         weight: ``(k_out, d // groups, kc, kc)`` shared convolution weight, ``kc`` odd.
         bias: ``(k_out,)`` or None; applied once.
-        scale_factor: integer ratio ``s`` between the two resolutions.
+        scale_factor: integer ratio ``s >= 1`` between the two resolutions.
         impl: ``'l2h'`` or ``'h2l'`` (same result).
         groups: convolution groups (``d`` for the depthwise FADE-Lite variant).
 
     Returns:
         ``(B, k_out, H, W)`` logits.
+
+    Raises:
+        ValueError: naming the argument: maps that are not 4-D float tensors or have no
+            pixels, ``dec`` not of ``enc``'s batch size and channels at ``ceil(H/s) x
+            ceil(W/s)``, a ``weight`` that does not read ``d`` channels, ``scale_factor`` or
+            ``groups`` not an int >= 1, an unknown ``impl``.
     """
-    if impl not in SEMI_SHIFT_IMPLS:
-        raise ValueError(f'semi_shift_conv: `impl` must be one of {SEMI_SHIFT_IMPLS}, '
-                         f'got {impl!r}')
-    s = scale_factor
-    big_h, big_w = enc.shape[-2:]
+    name = 'semi_shift_conv'
+    check_choice(name, 'impl', impl, SEMI_SHIFT_IMPLS)
+    s = check_int(name, 'scale_factor', scale_factor, 1)
+    groups = check_int(name, 'groups', groups, 1)
+    for arg, t in (('enc', enc), ('dec', dec)):
+        check_feature(name, arg, t)
+        check_spatial(name, arg, t)
+    b, d, big_h, big_w = enc.shape
     h, w = dec.shape[-2:]
-    if (-(-big_h // s), -(-big_w // s)) != (h, w):
-        raise ValueError(f'semi_shift_conv: `dec` must be (B, d, ceil(H/{s}), ceil(W/{s})) = '
-                         f'(.., {-(-big_h // s)}, {-(-big_w // s)}) for `enc` of size '
-                         f'{tuple(enc.shape)}, got {tuple(dec.shape)}')
+    want_h, want_w = -(-big_h // s), -(-big_w // s)
+    if tuple(dec.shape) != (b, d, want_h, want_w):
+        raise ValueError(f'{name}: `dec` must be (B, d, ceil(H/{s}), ceil(W/{s})) = '
+                         f'{(b, d, want_h, want_w)} for `enc` of shape {tuple(enc.shape)}, got '
+                         f'{tuple(dec.shape)}')
+    if weight.dim() != 4 or weight.shape[1] * groups != d:
+        raise ValueError(f'{name}: `weight` must be (k_out, d/groups, kc, kc) with '
+                         f'd/groups = {d}/{groups}, got shape {tuple(weight.shape)}')
     kc = weight.shape[-1]
     pad = kc // 2
     low = F.conv2d(dec, weight, None, padding=pad, groups=groups)
@@ -75,8 +90,7 @@ def semi_shift_conv(enc: Tensor, dec: Tensor, weight: Tensor, bias: Optional[Ten
     e = F.pad(enc, (pad, pad + s * w - big_w, pad, pad + s * h - big_h))
     span_h, span_w = s * (h - 1) + kc, s * (w - 1) + kc
     shifts = [e[:, :, sy:sy + span_h, sx:sx + span_w] for sy in range(s) for sx in range(s)]
-    b = enc.shape[0]
     per_shift = F.conv2d(torch.cat(shifts, 0), weight, bias, stride=s, groups=groups)
-    per_shift = per_shift.view(s, s, b, -1, h, w) + low  # (sy, sx, B, k_out, h, w)
-    out = per_shift.permute(2, 3, 4, 0, 5, 1).reshape(b, -1, s * h, s * w)
+    per_shift = per_shift.view(s, s, b, weight.shape[0], h, w) + low  # (sy, sx, B, k_out, h, w)
+    out = per_shift.permute(2, 3, 4, 0, 5, 1).reshape(b, weight.shape[0], s * h, s * w)
     return out[:, :, :big_h, :big_w]

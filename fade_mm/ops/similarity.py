@@ -12,10 +12,9 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import Tensor
-from torch.autograd.function import once_differentiable
 
 from .._checks import autocast_enabled, check_choice, check_feature, check_int
-from .carafe import CARAFE_IMPLS, _end, _no_autocast, graph_capture
+from .carafe import CARAFE_IMPLS, _differentiable_backward, _end, _no_autocast, graph_capture
 
 __all__ = ['local_similarity']
 
@@ -86,6 +85,8 @@ def _similarity_backward(grad: Tensor, query: Tensor, key: Tensor, k: int, s: in
 
 
 class _LocalSimilarity(torch.autograd.Function):
+    """The training path; saves only its inputs. With ``create_graph=True`` its backward
+    differentiates :func:`similarity_shift` instead, so a double backward works."""
 
     @staticmethod
     def forward(ctx, query: Tensor, key: Tensor, kernel_size: int, scale_factor: int) -> Tensor:
@@ -95,8 +96,9 @@ class _LocalSimilarity(torch.autograd.Function):
             return _similarity_forward(query, key, kernel_size, scale_factor)
 
     @staticmethod
-    @once_differentiable
     def backward(ctx, grad: Tensor):
+        if torch.is_grad_enabled():  # create_graph=True: a double backward may follow
+            return _differentiable_backward(ctx, similarity_shift, grad, ctx.args)
         query, key = ctx.saved_tensors
         with _no_autocast(query.device.type):
             grad_query, grad_key = _similarity_backward(
@@ -144,11 +146,13 @@ def local_similarity(query: Tensor, key: Tensor, kernel_size: int, scale_factor:
 
     Returns:
         ``(B, k*k, s*h, s*w)`` similarity logits, channels first (CARAFE's mask layout).
+        Double backward (``create_graph=True``) works: the ``'rows'`` backward then
+        differentiates :func:`similarity_shift`.
     """
     name = 'local_similarity'
     check_choice(name, 'impl', impl, CARAFE_IMPLS)
-    check_int(name, 'kernel_size', kernel_size, 1, odd=True)
-    check_int(name, 'scale_factor', scale_factor, 1)
+    kernel_size = check_int(name, 'kernel_size', kernel_size, 1, odd=True)
+    scale_factor = check_int(name, 'scale_factor', scale_factor, 1)
     for arg, t in (('query', query), ('key', key)):
         check_feature(name, arg, t)
     b, h, w, d = key.shape

@@ -1,8 +1,9 @@
 """mmseg adapters: ``custom_imports=dict(imports=['fade_mm.seg'])`` registers the heads, the
-mIoU + bIoU metrics (and the upsamplers) for mmseg configs, and lets runner checkpoints load
-safely on torch >= 2.6 (:func:`fade_mm.compat.install_safe_checkpoint_loading`), so mmseg's
-own tools work too."""
+mIoU + bIoU metrics (and the upsamplers, and the runner hooks of :mod:`fade_mm.engine`) for
+mmseg configs, and lets runner checkpoints load safely on torch >= 2.6
+(:func:`fade_mm.compat.install_safe_checkpoint_loading`), so mmseg's own tools work too."""
 from .. import registry  # noqa: F401  (registers the upsamplers in mmengine's root MODELS)
+from .. import engine  # noqa: F401  (registers RNGStateHook, SafeCheckpointHook in HOOKS)
 from ..compat import install_safe_checkpoint_loading
 
 from .biou_metric import BoundaryIoUMetric, IoUBoundaryMetric

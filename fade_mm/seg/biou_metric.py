@@ -29,6 +29,7 @@ independent of the number of classes.
 from __future__ import annotations
 
 import math
+import numbers
 from collections import OrderedDict
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
@@ -44,17 +45,28 @@ from torch import Tensor
 __all__ = ['BoundaryIoUMetric', 'IoUBoundaryMetric', 'reduce_boundary_iou', 'boundary_width', 'erode', 'mask_boundary', 'label_boundary']
 
 
+def _check_ratio(owner: str, name: str, ratio) -> float:
+    """``ratio`` as a float; ValueError unless it is a real number in ``(0, 1]``: the band
+    width is a fraction of the image diagonal (at 1 every pixel is already boundary; NaN
+    and infinity have no width)."""
+    if isinstance(ratio, bool) or not isinstance(ratio, numbers.Real) or not 0 < ratio <= 1:
+        raise ValueError(f'{owner}: `{name}` must be a number in (0, 1] (a fraction of the '
+                         f'image diagonal), got {ratio!r}')
+    return float(ratio)
+
+
 def boundary_width(height: int, width: int, ratio: float = 0.02) -> int:
     """Band width ``d`` in pixels for an image of ``height x width``.
 
     Args:
         height: image height ``H``.
         width: image width ``W``.
-        ratio: fraction of the image diagonal.
+        ratio: fraction of the image diagonal, in ``(0, 1]``.
 
     Returns:
         ``max(1, round(ratio * sqrt(H**2 + W**2)))``.
     """
+    ratio = _check_ratio('boundary_width', 'ratio', ratio)
     # Python's round (half to even) matches the Boundary IoU authors' implementation.
     return max(1, int(round(ratio * math.hypot(height, width))))
 
@@ -150,7 +162,7 @@ class BoundaryIoUMetric(BaseMetric):
     distinct from every ``IoUMetric`` key (``aAcc``, ``mIoU``, ``mAcc``, ...).
 
     Args:
-        ratio: band width as a fraction of the image diagonal (``d`` from
+        ratio: band width as a fraction of the image diagonal, in ``(0, 1]`` (``d`` from
             :func:`boundary_width`). 0.02 in the Boundary IoU paper.
         ignore_index: ground-truth label excluded from the counts.
         classwise: also return ``bIoU_<class name>`` for each class (NaN when the class is
@@ -173,9 +185,7 @@ class BoundaryIoUMetric(BaseMetric):
                  prefix: Optional[str] = None,
                  **kwargs) -> None:
         super().__init__(collect_device=collect_device, prefix=prefix)
-        if isinstance(ratio, bool) or not isinstance(ratio, (int, float)) or not ratio > 0:
-            raise ValueError(f'BoundaryIoUMetric: `ratio` must be a number > 0, got {ratio!r}')
-        self.ratio = float(ratio)
+        self.ratio = _check_ratio('BoundaryIoUMetric', 'ratio', ratio)
         self.ignore_index = ignore_index
         self.classwise = classwise
 
@@ -241,6 +251,9 @@ class BoundaryIoUMetric(BaseMetric):
         Returns:
             ``{'bIoU': value}``, plus ``bIoU_<class>`` entries when ``classwise``. ``bIoU``
             is NaN when no class has a boundary band anywhere.
+
+        Raises:
+            ValueError: when ``results`` is empty (mmseg's ``IoUMetric`` fails there too).
         """
         return reduce_boundary_iou(results, list(self.dataset_meta['classes']), self.ratio,
                                    self.classwise)
@@ -260,7 +273,8 @@ class IoUBoundaryMetric(IoUMetric):
     :class:`BoundaryIoUMetric`'s, bit for bit.
 
     Args:
-        boundary_ratio: band width as a fraction of the image diagonal (0.02).
+        boundary_ratio: band width as a fraction of the image diagonal, in ``(0, 1]``
+            (0.02).
         boundary_classwise: also return ``bIoU_<class>``.
         **kwargs: as ``IoUMetric`` (``ignore_index``, ``iou_metrics``, ``nan_to_num``,
             ``beta``, ``collect_device``, ``output_dir``, ``format_only``, ``prefix``);
@@ -275,11 +289,8 @@ class IoUBoundaryMetric(IoUMetric):
     def __init__(self, boundary_ratio: float = 0.02, boundary_classwise: bool = False,
                  keep_results: bool = False, **kwargs) -> None:
         super().__init__(**kwargs)
-        if isinstance(boundary_ratio, bool) or not isinstance(boundary_ratio, (int, float)) \
-                or not boundary_ratio > 0:
-            raise ValueError('IoUBoundaryMetric: `boundary_ratio` must be a number > 0, got '
-                             f'{boundary_ratio!r}')
-        self.boundary_ratio = float(boundary_ratio)
+        self.boundary_ratio = _check_ratio('IoUBoundaryMetric', 'boundary_ratio',
+                                          boundary_ratio)
         self.boundary_classwise = boundary_classwise
         self.keep_results = keep_results
 
@@ -300,7 +311,9 @@ class IoUBoundaryMetric(IoUMetric):
 
     def compute_metrics(self, results: list) -> Dict[str, float]:
         """``IoUMetric``'s metrics of the first four entries of each result, and ``bIoU``
-        of the last three."""
+        of the last three; ValueError when ``results`` is empty (unless ``format_only``)."""
+        if not results and not self.format_only:
+            raise ValueError(_no_results('IoUBoundaryMetric'))
         metrics = super().compute_metrics([r[:4] for r in results])
         if self.format_only:
             return metrics
@@ -324,7 +337,12 @@ def reduce_boundary_iou(results: Sequence[Tuple[Tensor, Tensor, int]],
     Returns:
         ``{'bIoU': mean over classes with a band}`` (NaN when none has one), plus
         ``bIoU_<class>`` entries when ``classwise``.
+
+    Raises:
+        ValueError: when ``results`` is empty.
     """
+    if not results:
+        raise ValueError(_no_results('BoundaryIoUMetric'))
     logger: MMLogger = MMLogger.get_current_instance()
     intersect = torch.stack([r[0] for r in results]).sum(0).double()
     union = torch.stack([r[1] for r in results]).sum(0).double()
@@ -347,6 +365,11 @@ def reduce_boundary_iou(results: Sequence[Tuple[Tensor, Tensor, int]],
         for name, value in zip(class_names, per_class):
             metrics[f'bIoU_{str(name).strip()}'] = round(float(value), 2)
     return metrics
+
+
+def _no_results(owner: str) -> str:
+    return (f'{owner}: no results to compute bIoU from (0 images were processed); check '
+            f'that the evaluation dataloader is not empty')
 
 
 def _table(class_names: Sequence[str], per_class: np.ndarray) -> str:

@@ -43,7 +43,8 @@ class UpsamplerSegformerHead(SegformerHead):
     Args:
         upsample_cfg: registry config of the upsampler (e.g. ``dict(type='FADE')``), or None
             for the plain bilinear head (then identical to ``SegformerHead`` with the same
-            ``projection``).
+            ``projection``). ``in_channels=channels, scale_factor=2`` are filled in; other
+            values of these keys are refused.
         projection: ``'conv'`` (default, mmseg) or ``'linear'`` (official SegFormer).
         with_cp: gradient checkpointing (mmcv's name): while training, each of the six
             upsampler calls is recomputed in backward instead of keeping its activations
@@ -69,7 +70,7 @@ class UpsamplerSegformerHead(SegformerHead):
             self.convs = nn.ModuleList(nn.Conv2d(c, self.channels, 1) for c in self.in_channels)
         n = len(self.in_channels)
         self.upsamplers = build_upsamplers(upsample_cfg, self.channels, n * (n - 1) // 2,
-                                           MODELS)
+                                           MODELS, type(self).__name__)
 
     def forward(self, inputs: List[Tensor]) -> Tensor:
         if self.upsamplers is None:

@@ -25,7 +25,8 @@ class UpsamplerUPerHead(UPerHead):
 
     Args:
         upsample_cfg: registry config of the upsampler, or None for plain bilinear resizing
-            (then identical to ``UPerHead``).
+            (then identical to ``UPerHead``). ``in_channels=channels, scale_factor=2`` are
+            filled in; other values of these keys are refused.
         upsample_fpn_outs: also upsample the FPN outputs to 1/4 with upsamplers.
         with_cp: gradient checkpointing (mmcv's name): while training, every upsampler call
             is recomputed in backward instead of keeping its activations. Same outputs and
@@ -44,10 +45,11 @@ class UpsamplerUPerHead(UPerHead):
                              '`upsample_cfg`, got None')
         self.upsample_cfg = upsample_cfg
         n = len(self.in_channels)
-        self.upsamplers = build_upsamplers(upsample_cfg, self.channels, n - 1, MODELS)
+        name = type(self).__name__
+        self.upsamplers = build_upsamplers(upsample_cfg, self.channels, n - 1, MODELS, name)
         self.fpn_out_upsamplers = build_upsamplers(
             upsample_cfg if upsample_fpn_outs else None, self.channels, n * (n - 1) // 2,
-            MODELS)
+            MODELS, name)
 
     def _resize_to(self, x: Tensor, ref: Tensor) -> Tensor:
         return resize(x, size=ref.shape[2:], mode='bilinear', align_corners=self.align_corners)

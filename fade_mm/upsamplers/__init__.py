@@ -4,6 +4,13 @@ With mmengine present, :mod:`fade_mm.registry` registers each class under its ow
 mmengine's root ``MODELS``; mmcv's lowercase 'nearest', 'bilinear', 'deconv',
 'pixel_shuffle' and 'carafe' stay mmcv's. :func:`set_with_cp` and :func:`saved_tensor_bytes`
 switch gradient checkpointing and measure the activation memory it saves.
+
+Shared behaviour at the edges: an empty batch (``B = 0``) gives an empty output of the right
+shape (and an empty gradient); a map with no rows or columns (``x`` or guide) is refused
+with a ValueError naming it; a NaN/Inf input pixel never yields finite values where it is
+read (its own children at least); double backward (``create_graph=True``) works (with
+DySample's default sampler, on torch releases whose ``grid_sample`` has one); sizes and
+counts accept Python and numpy integers, not bools or floats.
 """
 from ._common import saved_tensor_bytes, set_with_cp
 from .a2u import A2U

@@ -47,6 +47,19 @@ def crop(t: Tensor, out_h: int, out_w: int, channels_last: bool = False) -> Tens
     return F.pad(t, (0, out_w - t.shape[-1], 0, out_h - t.shape[-2]))
 
 
+def empty_batch(x: Tensor, guide: Optional[Tensor], out_h: int, out_w: int) -> Tensor:
+    """The output of an empty batch (``B = 0``), ``(0, C, out_h, out_w)``.
+
+    The upsamplers whose layers do not all accept zero images (grouped convs with ``B*C``
+    groups, batch norms, reshapes that infer a size, pixel shuffle's backward) return it
+    without running them. It is part of the autograd graph of ``x`` and ``guide``, so a
+    backward pass runs and gives them empty gradients; parameters get none (``None``), as
+    for a layer that was not used.
+    """
+    out = x.new_zeros(0, x.shape[1], out_h, out_w) + x.sum()
+    return out if guide is None else out + guide.sum().to(out.dtype)
+
+
 def check_bool(owner: str, name: str, value) -> None:
     """Raise ValueError unless ``value`` is a bool (``1`` or ``'yes'`` are refused)."""
     if not isinstance(value, bool):

@@ -17,7 +17,7 @@ from torch import Tensor
 
 from ..ops import carafe, graph_capture
 from .._checks import check_choice, check_feature, check_int, guided_output_size
-from ._common import crop, mmcv_cuda_allowed
+from ._common import crop, empty_batch, mmcv_cuda_allowed
 
 KERNEL_NORMS = ('sigmoid_softmax', 'softmax')
 
@@ -108,6 +108,10 @@ class A2U(nn.Module):
             ``4*C_g`` (norms) ``+ 2*(C_g+1)*f`` (filters, ``f = d`` or ``d*C_g``)
             ``+ (1 or 2)*(C_g+1)*s*s*k*k*d`` (projections); no extra layer is added.
 
+    Double backward (``create_graph=True``, e.g. gradient penalties) works: the custom
+    backward of the reassembly then differentiates its loop-free formulation
+    (:func:`fade_mm.ops.carafe_shift`), which holds the ``k*k*C*h*w`` unfold.
+
     Shapes:
         x: ``(B, C, h, w)`` decoder feature; guide: ``(B, C_g, H, W)`` encoder feature with
         ``ceil(H/s) = h``, ``ceil(W/s) = w``; output: ``(B, C, H, W)``.
@@ -121,24 +125,24 @@ class A2U(nn.Module):
                  with_downsampler: bool = True, guide_channels: Optional[int] = None) -> None:
         super().__init__()
         name = type(self).__name__
-        check_int(name, 'in_channels', in_channels, 1)
+        in_channels = check_int(name, 'in_channels', in_channels, 1)
         if guide_channels is None:
             guide_channels = in_channels
-        check_int(name, 'guide_channels', guide_channels, 1)
-        check_int(name, 'scale_factor', scale_factor, 1)
-        check_int(name, 'up_kernel', up_kernel, 1, odd=True)
+        guide_channels = check_int(name, 'guide_channels', guide_channels, 1)
+        scale_factor = check_int(name, 'scale_factor', scale_factor, 1)
+        up_kernel = check_int(name, 'up_kernel', up_kernel, 1, odd=True)
         if encoder_kernel is None:
             encoder_kernel = scale_factor + 4
-        check_int(name, 'encoder_kernel', encoder_kernel, scale_factor)
+        encoder_kernel = check_int(name, 'encoder_kernel', encoder_kernel, scale_factor)
         if (encoder_kernel - scale_factor) % 2:
             raise ValueError(f'{name}: `encoder_kernel` minus `scale_factor` must be even so '
                              f'that the window is centred on each {scale_factor}x'
                              f'{scale_factor} cell, got encoder_kernel={encoder_kernel}')
-        check_int(name, 'rank', rank, 1)
+        rank = check_int(name, 'rank', rank, 1)
         check_choice(name, 'share', share, (True, False))
         if norm_groups is None:
             norm_groups = math.gcd(32, guide_channels)
-        check_int(name, 'norm_groups', norm_groups, 1)
+        norm_groups = check_int(name, 'norm_groups', norm_groups, 1)
         if guide_channels % norm_groups:
             raise ValueError(f'{name}: `norm_groups` must divide guide_channels='
                              f'{guide_channels}, got {norm_groups}')
@@ -280,6 +284,8 @@ class A2U(nn.Module):
     def forward(self, x: Tensor, guide: Optional[Tensor] = None) -> Tensor:
         big_h, big_w = guided_output_size(type(self).__name__, x, guide, self.in_channels,
                                           self.scale_factor, self.guide_channels)
+        if x.shape[0] == 0:
+            return empty_batch(x, guide, big_h, big_w)
         kernels = self.up_kernels(guide)
         up = carafe(x, kernels, self.up_kernel, 1, self.scale_factor,
                     use_mmcv_cuda=mmcv_cuda_allowed())

@@ -35,6 +35,9 @@ class BilinearUpsample(nn.Module):
     bilinear resizes inside mmseg's heads and losses); use ``warn_only=True`` there, or
     :class:`NearestUpsample`, whose backward is deterministic.
 
+    Double backward (``create_graph=True``, e.g. gradient penalties) works: only
+    differentiable torch ops.
+
     Shapes:
         x: ``(B, C, h, w)``; guide (optional): ``(B, *, H, W)`` with ``ceil(H/s) = h`` and
         ``ceil(W/s) = w``; output: ``(B, C, H, W)``, or ``(B, C, s*h, s*w)`` without guide.
@@ -46,8 +49,8 @@ class BilinearUpsample(nn.Module):
                  align_corners: bool = False) -> None:
         super().__init__()
         name = type(self).__name__
-        check_int(name, 'in_channels', in_channels, 1)
-        check_int(name, 'scale_factor', scale_factor, 1)
+        in_channels = check_int(name, 'in_channels', in_channels, 1)
+        scale_factor = check_int(name, 'scale_factor', scale_factor, 1)
         check_choice(name, 'align_corners', align_corners, (False, True))
         self.in_channels = in_channels
         self.scale_factor = scale_factor

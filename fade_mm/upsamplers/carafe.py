@@ -16,7 +16,7 @@ from torch import Tensor
 
 from ..ops.carafe import carafe
 from .._checks import check_int, unguided_output_size
-from ._common import crop, mmcv_cuda_allowed
+from ._common import crop, empty_batch, mmcv_cuda_allowed
 
 
 class CARAFE(nn.Module):
@@ -51,6 +51,10 @@ class CARAFE(nn.Module):
         encoder_dilation: dilation of the content encoder (1).
         compressed_channels: channels ``d`` of the compressed feature (64).
 
+    Double backward (``create_graph=True``, e.g. gradient penalties) works: the custom
+    backward of the reassembly then differentiates its loop-free formulation
+    (:func:`fade_mm.ops.carafe_shift`), which holds the ``k*k*C*h*w`` unfold.
+
     Shapes:
         x: ``(B, C, h, w)``; guide (optional): ``(B, *, H, W)`` with ``ceil(H/s) = h`` and
         ``ceil(W/s) = w``; output: ``(B, C, H, W)``, or ``(B, C, s*h, s*w)`` without guide.
@@ -63,17 +67,17 @@ class CARAFE(nn.Module):
                  compressed_channels: int = 64) -> None:
         super().__init__()
         name = type(self).__name__
-        check_int(name, 'in_channels', in_channels, 1)
-        check_int(name, 'scale_factor', scale_factor, 1)
-        check_int(name, 'up_kernel', up_kernel, 1, odd=True)
-        check_int(name, 'up_group', up_group, 1)
+        in_channels = check_int(name, 'in_channels', in_channels, 1)
+        scale_factor = check_int(name, 'scale_factor', scale_factor, 1)
+        up_kernel = check_int(name, 'up_kernel', up_kernel, 1, odd=True)
+        up_group = check_int(name, 'up_group', up_group, 1)
         if in_channels % up_group:
             raise ValueError(f'{name}: `up_group` must divide in_channels={in_channels}, '
                              f'got {up_group}')
         # mmcv pads by (E-1)*dilation/2, which only keeps the size for odd E.
-        check_int(name, 'encoder_kernel', encoder_kernel, 1, odd=True)
-        check_int(name, 'encoder_dilation', encoder_dilation, 1)
-        check_int(name, 'compressed_channels', compressed_channels, 1)
+        encoder_kernel = check_int(name, 'encoder_kernel', encoder_kernel, 1, odd=True)
+        encoder_dilation = check_int(name, 'encoder_dilation', encoder_dilation, 1)
+        compressed_channels = check_int(name, 'compressed_channels', compressed_channels, 1)
         self.in_channels = in_channels
         self.scale_factor = scale_factor
         self.up_kernel = up_kernel
@@ -115,6 +119,8 @@ class CARAFE(nn.Module):
     def forward(self, x: Tensor, guide: Optional[Tensor] = None) -> Tensor:
         out_h, out_w = unguided_output_size(type(self).__name__, x, guide,
                                               self.in_channels, self.scale_factor)
+        if x.shape[0] == 0:
+            return empty_batch(x, guide, out_h, out_w)
         kernels = self.kernel_normalizer(self.content_encoder(self.channel_compressor(x)))
         up = carafe(x, kernels, self.up_kernel, self.up_group, self.scale_factor,
                     use_mmcv_cuda=mmcv_cuda_allowed())

@@ -67,6 +67,9 @@ class DeconvUpsample(nn.Module):
         scale_factor: integer upsampling ratio ``s``.
         kernel_size: ``K`` of the transposed conv, or None for :func:`deconv_geometry`.
 
+    Double backward (``create_graph=True``, e.g. gradient penalties) works: only
+    differentiable torch ops.
+
     Shapes:
         x: ``(B, C, h, w)``; guide (optional): ``(B, *, H, W)`` with ``ceil(H/s) = h`` and
         ``ceil(W/s) = w``; output: ``(B, C, H, W)``, or ``(B, C, s*h, s*w)`` without guide.
@@ -78,16 +81,17 @@ class DeconvUpsample(nn.Module):
                  kernel_size: Optional[int] = None) -> None:
         super().__init__()
         name = type(self).__name__
-        check_int(name, 'in_channels', in_channels, 1)
-        check_int(name, 'scale_factor', scale_factor, 1)
+        in_channels = check_int(name, 'in_channels', in_channels, 1)
+        scale_factor = check_int(name, 'scale_factor', scale_factor, 1)
         self.in_channels = in_channels
         self.scale_factor = scale_factor
+        if kernel_size is not None:
+            kernel_size = check_int(name, 'kernel_size', kernel_size, 1)
         self.kernel_size = kernel_size
         if kernel_size is None:
             kernel, padding = deconv_geometry(scale_factor)
             output_padding = 0
         else:
-            check_int(name, 'kernel_size', kernel_size, 1)
             kernel = kernel_size
             padding, output_padding = deconv_geometry_for_kernel(kernel_size, scale_factor)
         self.deconv = nn.ConvTranspose2d(in_channels, in_channels, kernel,

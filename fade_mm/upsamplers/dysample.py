@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from .._checks import check_choice, check_int, unguided_output_size
-from ._common import crop
+from ._common import crop, empty_batch
 
 STYLES = ('lp', 'pl')
 SAMPLERS = ('auto', 'grid_sample', 'gather')
@@ -42,8 +42,9 @@ def bilinear_gather(x: Tensor, px: Tensor, py: Tensor) -> Tensor:
     n, c, h, w = x.shape
     out_h, out_w = px.shape[-2:]
     # Border padding clamps the coordinates (and zeroes their gradient outside the map).
-    px = px.clamp(0, w - 1)
-    py = py.clamp(0, h - 1)
+    # A NaN coordinate (clamp keeps it) would index anywhere: read pixel 0 for it instead.
+    px = px.nan_to_num(0.0).clamp(0, w - 1)
+    py = py.nan_to_num(0.0).clamp(0, h - 1)
     x0f, y0f = px.detach().floor(), py.detach().floor()
     wx = (px - x0f).reshape(-1, 1)
     wy = (py - y0f).reshape(-1, 1)
@@ -112,6 +113,17 @@ class DySample(nn.Module):
     under ``torch.use_deterministic_algorithms(True)`` it raises. ``sampler='auto'`` switches
     to the gather-based sampling there; on CPU every path is deterministic.
 
+    Non-finite input: a NaN or infinite pixel of ``x`` gives NaN/Inf offsets, whose sample
+    positions the sampling would clamp to the border and read finite values there. The
+    outputs whose offsets are not finite (with ``'lp'``, every channel of the ``s*s``
+    children of such a pixel) are NaN instead: a zero, NaN where an offset is not finite,
+    is added to the output -- one elementwise add, no data-dependent branch.
+
+    Double backward (``create_graph=True``, e.g. gradient penalties) works with
+    ``sampler='gather'`` (plain differentiable ops) on every torch version, and with
+    ``grid_sample`` on the torch releases that implement its double backward (2.13 does;
+    older ones raise "derivative for grid_sampler_2d_backward is not implemented").
+
     Shapes:
         x: ``(B, C, h, w)``; guide (optional, only its size is used): ``(B, *, H, W)`` with
         ``ceil(H/s) = h``, ``ceil(W/s) = w``; output: ``(B, C, H, W)`` with a guide, else
@@ -125,10 +137,10 @@ class DySample(nn.Module):
                  sampler: str = 'auto') -> None:
         super().__init__()
         name = type(self).__name__
-        check_int(name, 'in_channels', in_channels, 1)
-        check_int(name, 'scale_factor', scale_factor, 1)
+        in_channels = check_int(name, 'in_channels', in_channels, 1)
+        scale_factor = check_int(name, 'scale_factor', scale_factor, 1)
         check_choice(name, 'style', style, STYLES)
-        check_int(name, 'groups', groups, 1)
+        groups = check_int(name, 'groups', groups, 1)
         check_choice(name, 'sampler', sampler, SAMPLERS)
         if not isinstance(dyscope, bool):
             raise ValueError(f'{name}: `dyscope` must be a bool, got {dyscope!r}')
@@ -216,32 +228,40 @@ class DySample(nn.Module):
             offsets: ``(B, 2*G*s*s, h, w)`` as returned by :meth:`offsets`.
 
         Returns:
-            ``(B, C, s*h, s*w)``.
+            ``(B, C, s*h, s*w)``; NaN wherever an offset is NaN or infinite.
         """
         b, c, h, w = x.shape
         s, g = self.scale_factor, self.groups
         off = offsets.view(b, 2, g, s, s, h, w)
+        # Sampling clamps a NaN/Inf position to the border and reads a finite value there:
+        # 0 where both coordinates are finite, NaN elsewhere, added to the output below.
+        poison = ((off[:, 0] + off[:, 1]).detach() * 0).permute(0, 1, 4, 2, 5, 3)
+        poison = poison.reshape(b, g, 1, s * h, s * w)
         if self._sampler(x, offsets) == 'gather':
             cols = torch.arange(w, dtype=x.dtype, device=x.device)
             rows = torch.arange(h, dtype=x.dtype, device=x.device).view(h, 1)
             pos = torch.stack((off[:, 0] + cols, off[:, 1] + rows), 1)  # (B, xy, G, s, s, h, w)
             pos = pos.permute(0, 2, 1, 5, 3, 6, 4).reshape(b * g, 2, s * h, s * w)
             out = bilinear_gather(x.reshape(b * g, c // g, h, w), pos[:, 0], pos[:, 1])
-            return out.reshape(b, c, s * h, s * w)
-        # grid_sample with align_corners=False maps [-1, 1] onto the outer pixel edges, so a
-        # pixel index p sits at 2 * (p + 0.5) / size - 1.
-        cols = torch.arange(w, dtype=x.dtype, device=x.device) + 0.5
-        rows = torch.arange(h, dtype=x.dtype, device=x.device).view(h, 1) + 0.5
-        gx = 2 * (off[:, 0] + cols) / w - 1
-        gy = 2 * (off[:, 1] + rows) / h - 1
-        grid = torch.stack((gx, gy), -1)  # (B, G, s_i, s_j, h, w, 2)
-        grid = grid.permute(0, 1, 4, 2, 5, 3, 6).reshape(b * g, s * h, s * w, 2)
-        out = F.grid_sample(x.reshape(b * g, c // g, h, w), grid, mode='bilinear',
-                            padding_mode='border', align_corners=False)
+            out = out.reshape(b, c, s * h, s * w)
+        else:
+            # grid_sample with align_corners=False maps [-1, 1] onto the outer pixel edges,
+            # so a pixel index p sits at 2 * (p + 0.5) / size - 1.
+            cols = torch.arange(w, dtype=x.dtype, device=x.device) + 0.5
+            rows = torch.arange(h, dtype=x.dtype, device=x.device).view(h, 1) + 0.5
+            gx = 2 * (off[:, 0] + cols) / w - 1
+            gy = 2 * (off[:, 1] + rows) / h - 1
+            grid = torch.stack((gx, gy), -1)  # (B, G, s_i, s_j, h, w, 2)
+            grid = grid.permute(0, 1, 4, 2, 5, 3, 6).reshape(b * g, s * h, s * w, 2)
+            out = F.grid_sample(x.reshape(b * g, c // g, h, w), grid, mode='bilinear',
+                                padding_mode='border', align_corners=False)
+        out = out.view(b, g, c // g, s * h, s * w) + poison.to(out.dtype)
         return out.view(b, c, s * h, s * w)
 
     def forward(self, x: Tensor, guide: Optional[Tensor] = None) -> Tensor:
         big_h, big_w = unguided_output_size(type(self).__name__, x, guide,
                                               self.in_channels, self.scale_factor)
+        if x.shape[0] == 0:
+            return empty_batch(x, guide, big_h, big_w)
         out = self.sample(x, self.offsets(x))
         return crop(out, big_h, big_w)

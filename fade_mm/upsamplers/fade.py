@@ -17,7 +17,8 @@ from torch import Tensor
 
 from ..ops import SEMI_SHIFT_IMPLS, carafe, graph_capture, semi_shift_conv
 from .._checks import check_choice, check_int, guided_output_size
-from ._common import check_bool, checkpointed, compiling, crop, mmcv_cuda_allowed
+from ._common import (check_bool, checkpointed, compiling, crop, empty_batch,
+                      mmcv_cuda_allowed)
 
 KERNEL_SOURCES = ('both', 'encoder', 'decoder')
 KERNEL_GENERATORS = ('semi_shift', 'naive')
@@ -90,6 +91,10 @@ class FADE(nn.Module):
     pure-PyTorch one. ``torch.compile`` traces the
     whole module as one graph for every input size (``dynamic=True``).
 
+    Double backward (``create_graph=True``, e.g. gradient penalties) works: the custom
+    backward of the reassembly then differentiates its loop-free formulation
+    (:func:`fade_mm.ops.carafe_shift`), which holds the ``k*k*C*h*w`` unfold.
+
     Shapes:
         x: ``(B, C, h, w)`` decoder feature; guide: ``(B, C_g, H, W)`` encoder feature with
         ``ceil(H/s) = h``, ``ceil(W/s) = w``; output: ``(B, C, H, W)``.
@@ -105,14 +110,14 @@ class FADE(nn.Module):
                  with_cp: bool = False) -> None:
         super().__init__()
         name = type(self).__name__
-        check_int(name, 'in_channels', in_channels, 1)
+        in_channels = check_int(name, 'in_channels', in_channels, 1)
         if guide_channels is None:
             guide_channels = in_channels
-        check_int(name, 'guide_channels', guide_channels, 1)
-        check_int(name, 'scale_factor', scale_factor, 1)
-        check_int(name, 'up_kernel', up_kernel, 1, odd=True)
-        check_int(name, 'embedding_dim', embedding_dim, 1)
-        check_int(name, 'encoder_kernel', encoder_kernel, 1, odd=True)
+        guide_channels = check_int(name, 'guide_channels', guide_channels, 1)
+        scale_factor = check_int(name, 'scale_factor', scale_factor, 1)
+        up_kernel = check_int(name, 'up_kernel', up_kernel, 1, odd=True)
+        embedding_dim = check_int(name, 'embedding_dim', embedding_dim, 1)
+        encoder_kernel = check_int(name, 'encoder_kernel', encoder_kernel, 1, odd=True)
         check_choice(name, 'kernel_source', kernel_source, KERNEL_SOURCES)
         check_choice(name, 'fusion', fusion, FUSIONS)
         check_choice(name, 'semi_shift_impl', semi_shift_impl, SEMI_SHIFT_IMPLS)
@@ -226,6 +231,8 @@ class FADE(nn.Module):
     def forward(self, x: Tensor, guide: Optional[Tensor] = None) -> Tensor:
         big_h, big_w = guided_output_size(type(self).__name__, x, guide, self.in_channels,
                                           self.scale_factor, self.guide_channels)
+        if x.shape[0] == 0:
+            return empty_batch(x, guide, big_h, big_w)
         s, k = self.scale_factor, self.up_kernel
         kernels = checkpointed(self.with_cp and self.training, self.kernels, x, guide)
         up = crop(carafe(x, kernels, k, 1, s, use_mmcv_cuda=mmcv_cuda_allowed()), big_h, big_w)

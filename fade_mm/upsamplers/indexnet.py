@@ -17,7 +17,7 @@ from torch import Tensor
 
 from ..ops import graph_capture
 from .._checks import check_choice, check_int, guided_output_size
-from ._common import crop
+from ._common import crop, empty_batch
 
 INDEX_MODES = ('holistic', 'o2o', 'm2o')
 INDEX_NORMS = ('sigmoid', 'sigmoid_softmax')
@@ -70,6 +70,9 @@ class IndexNet(nn.Module):
             output channel); no extra layer is added. ``'o2o'`` pairs guide and output
             channels one to one, so it needs ``C_g = C``.
 
+    Double backward (``create_graph=True``, e.g. gradient penalties) works: only
+    differentiable torch ops.
+
     Shapes:
         x: ``(B, C, h, w)`` decoder feature; guide: ``(B, C_g, H, W)`` encoder feature with
         ``ceil(H/s) = h``, ``ceil(W/s) = w``; output: ``(B, C, H, W)``.
@@ -82,11 +85,11 @@ class IndexNet(nn.Module):
                  index_norm: str = 'sigmoid', guide_channels: Optional[int] = None) -> None:
         super().__init__()
         name = type(self).__name__
-        check_int(name, 'in_channels', in_channels, 1)
+        in_channels = check_int(name, 'in_channels', in_channels, 1)
         if guide_channels is None:
             guide_channels = in_channels
-        check_int(name, 'guide_channels', guide_channels, 1)
-        check_int(name, 'scale_factor', scale_factor, 1)
+        guide_channels = check_int(name, 'guide_channels', guide_channels, 1)
+        scale_factor = check_int(name, 'scale_factor', scale_factor, 1)
         check_choice(name, 'index_mode', index_mode, INDEX_MODES)
         check_choice(name, 'use_nonlinear', use_nonlinear, (True, False))
         check_choice(name, 'use_context', use_context, (True, False))
@@ -158,6 +161,8 @@ class IndexNet(nn.Module):
     def forward(self, x: Tensor, guide: Optional[Tensor] = None) -> Tensor:
         big_h, big_w = guided_output_size(type(self).__name__, x, guide, self.in_channels,
                                           self.scale_factor, self.guide_channels)
+        if x.shape[0] == 0:
+            return empty_batch(x, guide, big_h, big_w)
         idx = crop(self.indices(guide), big_h, big_w)
         up = F.interpolate(x, scale_factor=self.scale_factor, mode='nearest')
         return idx * crop(up, big_h, big_w)

@@ -25,6 +25,9 @@ class NearestUpsample(nn.Module):
         in_channels: channels ``C`` of ``x`` (checked, not used otherwise).
         scale_factor: integer upsampling ratio ``s``.
 
+    Double backward (``create_graph=True``, e.g. gradient penalties) works: only
+    differentiable torch ops.
+
     Shapes:
         x: ``(B, C, h, w)``; guide (optional): ``(B, *, H, W)`` with ``ceil(H/s) = h`` and
         ``ceil(W/s) = w``; output: ``(B, C, H, W)``, or ``(B, C, s*h, s*w)`` without guide.
@@ -36,8 +39,8 @@ class NearestUpsample(nn.Module):
     def __init__(self, in_channels: int, scale_factor: int = 2) -> None:
         super().__init__()
         name = type(self).__name__
-        check_int(name, 'in_channels', in_channels, 1)
-        check_int(name, 'scale_factor', scale_factor, 1)
+        in_channels = check_int(name, 'in_channels', in_channels, 1)
+        scale_factor = check_int(name, 'scale_factor', scale_factor, 1)
         self.in_channels = in_channels
         self.scale_factor = scale_factor
 

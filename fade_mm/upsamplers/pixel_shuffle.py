@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from .._checks import check_int, unguided_output_size
-from ._common import crop
+from ._common import crop, empty_batch
 
 
 class PixelShuffleUpsample(nn.Module):
@@ -34,6 +34,9 @@ class PixelShuffleUpsample(nn.Module):
         scale_factor: integer upsampling ratio ``s``.
         upsample_kernel: odd kernel size ``K`` of the channel-expanding conv (3).
 
+    Double backward (``create_graph=True``, e.g. gradient penalties) works: only
+    differentiable torch ops.
+
     Shapes:
         x: ``(B, C, h, w)``; guide (optional): ``(B, *, H, W)`` with ``ceil(H/s) = h`` and
         ``ceil(W/s) = w``; output: ``(B, C, H, W)``, or ``(B, C, s*h, s*w)`` without guide.
@@ -45,10 +48,10 @@ class PixelShuffleUpsample(nn.Module):
                  upsample_kernel: int = 3) -> None:
         super().__init__()
         name = type(self).__name__
-        check_int(name, 'in_channels', in_channels, 1)
-        check_int(name, 'scale_factor', scale_factor, 1)
+        in_channels = check_int(name, 'in_channels', in_channels, 1)
+        scale_factor = check_int(name, 'scale_factor', scale_factor, 1)
         # An even kernel cannot be padded symmetrically: the map would lose a row and column.
-        check_int(name, 'upsample_kernel', upsample_kernel, 1, odd=True)
+        upsample_kernel = check_int(name, 'upsample_kernel', upsample_kernel, 1, odd=True)
         self.in_channels = in_channels
         self.scale_factor = scale_factor
         self.upsample_kernel = upsample_kernel
@@ -67,5 +70,7 @@ class PixelShuffleUpsample(nn.Module):
     def forward(self, x: Tensor, guide: Optional[Tensor] = None) -> Tensor:
         out_h, out_w = unguided_output_size(type(self).__name__, x, guide,
                                               self.in_channels, self.scale_factor)
+        if x.shape[0] == 0:
+            return empty_batch(x, guide, out_h, out_w)
         up = F.pixel_shuffle(self.upsample_conv(x), self.scale_factor)
         return crop(up, out_h, out_w)

@@ -18,7 +18,7 @@ from torch import Tensor
 
 from ..ops import carafe, graph_capture, local_similarity
 from .._checks import check_choice, check_int, guided_output_size
-from ._common import crop, mmcv_cuda_allowed
+from ._common import crop, empty_batch, mmcv_cuda_allowed
 
 VARIANTS = ('I', 'B', 'G')
 NORMS = ('layer', 'group', 'none')
@@ -91,6 +91,11 @@ class SAPA(nn.Module):
     backward passes; under ``torch.use_deterministic_algorithms(True)`` the reassembly skips
     mmcv's CUDA kernel (``atomicAdd`` backward).
 
+    Double backward (``create_graph=True``, e.g. gradient penalties) works: the custom
+    backward passes of the similarity and the reassembly then differentiate their loop-free
+    formulations (:func:`fade_mm.ops.similarity_shift`, :func:`fade_mm.ops.carafe_shift`),
+    which hold the ``k*k*d*h*w`` and ``k*k*C*h*w`` unfolds.
+
     Shapes:
         x: ``(B, C, h, w)``; guide: ``(B, C_y, H, W)`` with ``ceil(H/s) = h``,
         ``ceil(W/s) = w``; output: ``(B, C, H, W)``.
@@ -104,15 +109,15 @@ class SAPA(nn.Module):
                  norm_groups: int = 32) -> None:
         super().__init__()
         name = type(self).__name__
-        check_int(name, 'in_channels', in_channels, 1)
-        check_int(name, 'scale_factor', scale_factor, 1)
-        check_int(name, 'up_kernel', up_kernel, 1, odd=True)
-        check_int(name, 'embedding_dim', embedding_dim, 1)
+        in_channels = check_int(name, 'in_channels', in_channels, 1)
+        scale_factor = check_int(name, 'scale_factor', scale_factor, 1)
+        up_kernel = check_int(name, 'up_kernel', up_kernel, 1, odd=True)
+        embedding_dim = check_int(name, 'embedding_dim', embedding_dim, 1)
         check_choice(name, 'variant', variant, VARIANTS)
         check_choice(name, 'norm', norm, NORMS)
         if guide_channels is None:
             guide_channels = in_channels
-        check_int(name, 'guide_channels', guide_channels, 1)
+        guide_channels = check_int(name, 'guide_channels', guide_channels, 1)
         if variant == 'I' and guide_channels != in_channels:
             raise ValueError(f"{name}: `guide_channels` must equal `in_channels`={in_channels} "
                              f"for variant='I' (inner product without embeddings), got "
@@ -124,19 +129,19 @@ class SAPA(nn.Module):
         self.guide_channels = guide_channels
         self.embedding_dim = in_channels if variant == 'I' else embedding_dim
         self.norm = norm
-        self.norm_groups = norm_groups
 
         if norm == 'layer':
             self.norm_x = nn.LayerNorm(in_channels)
             self.norm_y = nn.LayerNorm(guide_channels)
         elif norm == 'group':
-            check_int(name, 'norm_groups', norm_groups, 1)
+            norm_groups = check_int(name, 'norm_groups', norm_groups, 1)
             for arg, c in (('in_channels', in_channels), ('guide_channels', guide_channels)):
                 if c % norm_groups:
                     raise ValueError(f"{name}: `{arg}` must be divisible by norm_groups="
                                      f"{norm_groups} for norm='group', got {c}")
             self.norm_x = nn.GroupNorm(norm_groups, in_channels)
             self.norm_y = nn.GroupNorm(norm_groups, guide_channels)
+        self.norm_groups = norm_groups
         if variant == 'B':
             self.q = nn.Linear(guide_channels, embedding_dim)
         elif variant == 'G':
@@ -198,6 +203,8 @@ class SAPA(nn.Module):
         big_h, big_w = guided_output_size(type(self).__name__, x, guide, self.in_channels,
                                           self.scale_factor,
                                           self.guide_channels)
+        if x.shape[0] == 0:
+            return empty_batch(x, guide, big_h, big_w)
         up = carafe(x, self.kernels(x, guide), self.up_kernel, 1, self.scale_factor,
                     use_mmcv_cuda=mmcv_cuda_allowed())
         return crop(up, big_h, big_w)

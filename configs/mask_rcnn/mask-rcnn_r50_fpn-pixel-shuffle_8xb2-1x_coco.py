@@ -1,0 +1,5 @@
+_base_ = './mask-rcnn_r50_fpn-nearest_8xb2-1x_coco.py'
+
+model = dict(
+    neck=dict(
+        upsample_cfg=dict(_delete_=True, type='PixelShuffleUpsample')))
