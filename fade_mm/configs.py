@@ -30,9 +30,10 @@ def apply_overlay(cfg: Config, overlay: str, data_root: Optional[str] = None,
         for key in ('val_evaluator', 'test_evaluator'):
             evaluators = cfg.get(key)
             for ev in evaluators if isinstance(evaluators, list) else [evaluators]:
-                ann = ev.get('ann_file') if ev else None
-                if ann and default_root and ann.startswith(default_root):
-                    ev['ann_file'] = root + ann[len(default_root):]
+                for path_key in ('ann_file', 'seg_prefix'):  # seg_prefix: panoptic PNGs
+                    path = ev.get(path_key) if ev else None
+                    if path and default_root and path.startswith(default_root):
+                        ev[path_key] = root + path[len(default_root):]
     if work_dir is not None:
         cfg.work_dir = os.fspath(work_dir)
     return cfg
