@@ -129,10 +129,9 @@ def test_every_upsampler_at_odd_sizes(ours, zoo_id):
 def test_init_weights_keeps_upsampler_init_and_with_cp():
     neck = _registry().build(dict(SMALL, type='UpsamplerCSPNeXtPAFPN',
                                   upsample_cfg=dict(type='CARAFE')))
-    before = neck.upsamplers[0].content_encoder.weight.clone()
-    assert before.std() < 0.01  # CARAFE's N(0, 0.001) content encoder
-    neck.init_weights()
-    torch.testing.assert_close(neck.upsamplers[0].content_encoder.weight, before)
+    assert neck.upsamplers[0].content_encoder.weight.std() < 0.01  # CARAFE's N(0, 0.001)
+    neck.init_weights()  # mmdet's Kaiming init_cfg, then CARAFE's own init_weights() again
+    assert neck.upsamplers[0].content_encoder.weight.std() < 0.01
 
     # with_cp recomputes the upsamplers in backward: same outputs and gradients
     feats = _feats(ODD)

@@ -16,7 +16,7 @@ model = dict(
         out_channels=256,
         num_outs=5,
         topology='fpn',
-        fusion='add',
+        top_down='add',
         upsample_cfg=dict(type='NearestUpsample')))
 
 # keep the checkpoint of the best validation (mmdet evaluates after every epoch)

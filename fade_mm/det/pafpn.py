@@ -20,9 +20,9 @@ from __future__ import annotations
 from typing import Tuple
 
 import torch
-import torch.nn as nn
 from mmdet.models.necks import CSPNeXtPAFPN, YOLOXPAFPN
 from mmdet.registry import MODELS
+from mmengine.model import ModuleList
 from torch import Tensor
 
 from ..registry import filled_cfg  # (importing it registers the upsamplers in root MODELS)
@@ -58,8 +58,13 @@ def upsampler_cfg(cfg: dict, owner: str) -> dict:
 
 
 class _TopDownUpsamplers:
-    """What both PAFPNs share: building the upsamplers, keeping their initialisation, and
-    mmdet's forward with the ``nn.Upsample`` call replaced by ``upsampler(top, lateral)``."""
+    """What both PAFPNs share: building the upsamplers and mmdet's forward with the
+    ``nn.Upsample`` call replaced by ``upsampler(top, lateral)``.
+
+    The upsamplers are held in mmengine's ``ModuleList``, so the neck's ``init_weights()``
+    applies mmdet's ``init_cfg`` (Kaiming on every ``Conv2d``, theirs included), then each
+    upsampler's own ``init_weights()`` (its paper's initialisation, e.g. the near-zero kernel
+    predictors of CARAFE and DySample), then a ``Pretrained`` entry of ``init_cfg``, if any."""
 
     def _build_upsamplers(self, upsample_cfg: dict, with_cp: bool) -> None:
         name = type(self).__name__
@@ -72,16 +77,9 @@ class _TopDownUpsamplers:
         # target level, in_channels[n - 2 - k]. The guide is the backbone feature of that
         # level, with the same channels, so guided upsamplers need no `guide_channels`.
         n = len(self.in_channels)
-        self.upsamplers = nn.ModuleList(
+        self.upsamplers = ModuleList(
             MODELS.build(filled_cfg(self.upsample_cfg, name, self.in_channels[idx - 1]))
             for idx in range(n - 1, 0, -1))
-
-    def init_weights(self) -> None:
-        # mmdet's init_cfg (Kaiming on every Conv2d) would re-initialise the upsamplers'
-        # convs too (e.g. CARAFE's and DySample's near-zero predictors): keep theirs.
-        kept = {k: v.clone() for k, v in self.upsamplers.state_dict().items()}
-        super().init_weights()
-        self.upsamplers.load_state_dict(kept)
 
     def forward(self, inputs: Tuple[Tensor, ...]) -> Tuple[Tensor, ...]:
         """mmdet's PAFPN forward with the top-down upsampling done by ``self.upsamplers``.

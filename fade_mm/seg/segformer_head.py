@@ -52,6 +52,11 @@ class UpsamplerSegformerHead(SegformerHead):
             more forward of the upsamplers per step. Default False.
         **kwargs: as ``SegformerHead``.
 
+    Initialisation: the upsamplers are held in mmengine's ``ModuleList``, so the head's
+    ``init_weights()`` re-runs each upsampler's own ``init_weights()`` (its paper's
+    initialisation) after the head's ``init_cfg``, and a ``Pretrained`` entry of ``init_cfg``
+    is loaded after both.
+
     Shapes:
         inputs: four maps at 1/4, 1/8, 1/16, 1/32; output: ``(B, num_classes, H/4, W/4)``.
     """

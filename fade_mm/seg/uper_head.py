@@ -33,6 +33,11 @@ class UpsamplerUPerHead(UPerHead):
             gradients; batch norms inside an upsampler do not update their running
             statistics twice. Default False.
         **kwargs: as ``UPerHead``.
+
+    Initialisation: the upsamplers are held in mmengine's ``ModuleList``, so the head's
+    ``init_weights()`` re-runs each upsampler's own ``init_weights()`` (its paper's
+    initialisation) after the head's ``init_cfg``, and a ``Pretrained`` entry of ``init_cfg``
+    is loaded after both.
     """
 
     def __init__(self, upsample_cfg: Optional[dict] = None, upsample_fpn_outs: bool = False,

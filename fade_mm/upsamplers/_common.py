@@ -1,6 +1,7 @@
-"""Small pieces shared by the upsamplers: shape-generic cropping under ``torch.compile``,
-the deterministic choice of reassembly kernel, and gradient checkpointing (``with_cp``) with
-the helpers a benchmark needs to switch it and measure what it saves."""
+"""Small pieces shared by the upsamplers: their base class :class:`Upsampler` (the interface
+and the init protocol), shape-generic cropping under ``torch.compile``, the deterministic
+choice of reassembly kernel, and gradient checkpointing (``with_cp``) with the helpers a
+benchmark needs to switch it and measure what it saves."""
 from __future__ import annotations
 
 import contextlib
@@ -11,6 +12,33 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 from torch.utils.checkpoint import checkpoint
+
+
+class Upsampler(nn.Module):
+    """Base class of every upsampler here: ``forward(x, guide=None)`` and one init protocol.
+
+    Init protocol: :meth:`init_weights` (re)initialises the parameters as the upsampler's
+    paper or official code does, and is the only place that does. ``__init__`` calls it last,
+    so a module is ready in plain PyTorch. mmengine's ``BaseModule.init_weights`` calls the
+    ``init_weights()`` of its children, so the necks and heads of :mod:`fade_mm.det` and
+    :mod:`fade_mm.seg` hold their upsamplers in mmengine's ``ModuleList``: their own
+    ``init_cfg`` (e.g. Xavier on every ``Conv2d``) runs first and reaches the upsamplers'
+    convs too, then each upsampler's ``init_weights()`` restores its own initialisation, and
+    a ``Pretrained`` ``init_cfg`` is loaded last, over both. :meth:`reset_parameters` is the
+    same under torch's (and timm's) name.
+
+    ``uses_guide``: whether ``forward`` reads the guide's values (FADE, SAPA, A2U, IndexNet)
+    or only its size (the others: the ``s x`` result is cropped to it).
+    """
+
+    uses_guide = False
+
+    def init_weights(self) -> None:
+        """Initialise the parameters (none here: parameter-free upsamplers)."""
+
+    def reset_parameters(self) -> None:
+        """Alias of :meth:`init_weights`."""
+        self.init_weights()
 
 
 def compiling() -> bool:
@@ -45,6 +73,11 @@ def crop(t: Tensor, out_h: int, out_w: int, channels_last: bool = False) -> Tens
     if not compiling():
         return t[..., :out_h, :out_w]
     return F.pad(t, (0, out_w - t.shape[-1], 0, out_h - t.shape[-2]))
+
+
+def up_crop(t: Tensor, s: int, out_h: int, out_w: int) -> Tensor:
+    """Nearest ``s x`` upsampling of ``t``, cropped to ``(out_h, out_w)``."""
+    return crop(F.interpolate(t, scale_factor=s, mode='nearest'), out_h, out_w)
 
 
 def empty_batch(x: Tensor, guide: Optional[Tensor], out_h: int, out_w: int) -> Tensor:

@@ -17,7 +17,7 @@ from torch import Tensor
 
 from ..ops import carafe, graph_capture
 from .._checks import check_choice, check_feature, check_int, guided_output_size
-from ._common import crop, empty_batch, mmcv_cuda_allowed
+from ._common import Upsampler, crop, empty_batch, mmcv_cuda_allowed
 
 KERNEL_NORMS = ('sigmoid_softmax', 'softmax')
 
@@ -42,7 +42,7 @@ def _adaptive_avg_pool_by_matrices(t: Tensor, out: int) -> Tensor:
     return torch.matmul(torch.matmul(ph, t), pw.transpose(0, 1))
 
 
-class A2U(nn.Module):
+class A2U(Upsampler):
     """Affinity-aware upsampler: ``forward(x, guide) -> (B, C, H, W)``.
 
     With ``s`` the scale, ``k`` the reassembly kernel, ``k_e`` the encoding kernel,
@@ -170,6 +170,14 @@ class A2U(nn.Module):
         if with_downsampler:
             # Same tap count: the down kernel is (s*k) x (s*k), i.e. s*s*k*k taps.
             self.proj_down = nn.Conv2d(cg, taps * rank, 1)
+        self.init_weights()
+
+    def init_weights(self) -> None:
+        """PyTorch's default initialisation of every layer, as the official module (which
+        sets none of its own)."""
+        for m in self.modules():
+            if isinstance(m, (nn.Conv2d, nn.GroupNorm)):
+                m.reset_parameters()
 
     def extra_repr(self) -> str:
         return (f'in_channels={self.in_channels}, scale_factor={self.scale_factor}, '

@@ -8,15 +8,14 @@ from __future__ import annotations
 
 from typing import Optional
 
-import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 
 from .._checks import check_choice, check_int, unguided_output_size
-from ._common import crop
+from ._common import Upsampler, crop
 
 
-class BilinearUpsample(nn.Module):
+class BilinearUpsample(Upsampler):
     """Bilinear upsampler, ``forward(x, guide=None) -> (B, C, H, W)``; no parameters.
 
     Unguided peer of :class:`~fade_mm.upsamplers.FADE`: a guide is accepted for its size

@@ -16,11 +16,15 @@ from torch import Tensor
 
 from ..ops.carafe import carafe
 from .._checks import check_int, unguided_output_size
-from ._common import crop, empty_batch, mmcv_cuda_allowed
+from ._common import Upsampler, crop, empty_batch, mmcv_cuda_allowed
 
 
-class CARAFE(nn.Module):
+class CARAFEUpsample(Upsampler):
     """CARAFE upsampler (the ``CARAFEPack`` design), ``forward(x, guide=None) -> (B, C, H, W)``.
+
+    Registered as ``'CARAFEUpsample'``, next to ``NearestUpsample`` and ``BilinearUpsample``
+    (the reassembly operator itself is :func:`fade_mm.ops.carafe`); :class:`CARAFE` is its
+    former name, kept so that configs with ``type='CARAFE'`` build the same module.
 
     1. ``channel_compressor``: ``Conv2d(C, compressed_channels, 1)``.
     2. ``content_encoder``: ``Conv2d(compressed_channels, up_group*s*s*k*k, encoder_kernel,
@@ -93,6 +97,7 @@ class CARAFE(nn.Module):
         self.init_weights()
 
     def init_weights(self) -> None:
+        """mmcv's ``CARAFEPack`` initialisation."""
         for m in (self.channel_compressor, self.content_encoder):
             nn.init.xavier_uniform_(m.weight)
             nn.init.zeros_(m.bias)
@@ -125,3 +130,8 @@ class CARAFE(nn.Module):
         up = carafe(x, kernels, self.up_kernel, self.up_group, self.scale_factor,
                     use_mmcv_cuda=mmcv_cuda_allowed())
         return crop(up, out_h, out_w)
+
+
+class CARAFE(CARAFEUpsample):
+    """Former name of :class:`CARAFEUpsample`, still registered (``type='CARAFE'``): the same
+    module, parameters and state dict."""

@@ -13,7 +13,7 @@ import torch.nn as nn
 from torch import Tensor
 
 from .._checks import check_int, unguided_output_size
-from ._common import crop
+from ._common import Upsampler, crop
 
 
 def deconv_geometry(scale_factor: int) -> Tuple[int, int]:
@@ -45,7 +45,7 @@ def deconv_geometry_for_kernel(kernel_size: int, scale_factor: int) -> Tuple[int
     return padding, output_padding
 
 
-class DeconvUpsample(nn.Module):
+class DeconvUpsample(Upsampler):
     """Transposed-convolution upsampler, ``forward(x, guide=None) -> (B, C, H, W)``.
 
     One ``nn.ConvTranspose2d(C, C, K, stride=s, padding=p, output_padding=op)``,
@@ -100,6 +100,7 @@ class DeconvUpsample(nn.Module):
         self.init_weights()
 
     def init_weights(self) -> None:
+        """Xavier-uniform weight, zero bias (mmdet's ``FPN_CARAFE`` deconv)."""
         nn.init.xavier_uniform_(self.deconv.weight)
         nn.init.zeros_(self.deconv.bias)
 

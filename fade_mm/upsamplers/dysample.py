@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from .._checks import check_choice, check_int, unguided_output_size
-from ._common import crop, empty_batch
+from ._common import Upsampler, crop, empty_batch
 
 STYLES = ('lp', 'pl')
 SAMPLERS = ('auto', 'grid_sample', 'gather')
@@ -63,7 +63,7 @@ def bilinear_gather(x: Tensor, px: Tensor, py: Tensor) -> Tensor:
     return out.view(n, out_h, out_w, c).permute(0, 3, 1, 2)
 
 
-class DySample(nn.Module):
+class DySample(Upsampler):
     """DySample upsampler: ``forward(x, guide=None) -> (B, C, s*h, s*w)``.
 
     For output pixel ``(Y, X) = (s*y + i, s*x + j)`` and channel group ``g`` the sample
@@ -169,16 +169,21 @@ class DySample(nn.Module):
         else:
             conv_in, conv_out = in_channels, 2 * groups * s2
         self.offset = nn.Conv2d(conv_in, conv_out, 1)
-        # Near-zero offsets: training starts from plain bilinear upsampling.
-        nn.init.normal_(self.offset.weight, std=0.001)
-        nn.init.zeros_(self.offset.bias)
         if dyscope:
             self.scope = nn.Conv2d(conv_in, conv_out, 1, bias=scope_bias)
-            nn.init.zeros_(self.scope.weight)
-            if scope_bias:
-                nn.init.zeros_(self.scope.bias)
         # Persistent (as in the official code) so that its state dicts load strictly.
         self.register_buffer('init_pos', self._initial_grid())
+        self.init_weights()
+
+    def init_weights(self) -> None:
+        """Offsets ``N(0, 0.001)`` with zero bias, scope zero (as the official code): training
+        starts from plain bilinear upsampling with the static scope."""
+        nn.init.normal_(self.offset.weight, std=0.001)
+        nn.init.zeros_(self.offset.bias)
+        if self.dyscope:
+            nn.init.zeros_(self.scope.weight)
+            if self.scope_bias:
+                nn.init.zeros_(self.scope.bias)
 
     def _initial_grid(self) -> Tensor:
         """``(1, 2*groups*s*s, 1, 1)``: sub-pixel positions of bilinear upsampling."""

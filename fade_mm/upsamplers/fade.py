@@ -17,30 +17,33 @@ from torch import Tensor
 
 from ..ops import SEMI_SHIFT_IMPLS, carafe, graph_capture, semi_shift_conv
 from .._checks import check_choice, check_int, guided_output_size
-from ._common import (check_bool, checkpointed, compiling, crop, empty_batch,
-                      mmcv_cuda_allowed)
+from ._common import (Upsampler, check_bool, checkpointed, compiling, crop, empty_batch,
+                      mmcv_cuda_allowed, up_crop)
+from .fade_ablation import KERNEL_GENERATORS, KERNEL_SOURCES, ablation_layers, ablation_logits
 
-KERNEL_SOURCES = ('both', 'encoder', 'decoder')
-KERNEL_GENERATORS = ('semi_shift', 'naive')
 FUSIONS = ('gate', 'skip', 'none')
 
 
-def _xavier_uniform_(module: nn.Module) -> None:
-    for m in module.modules():
-        if isinstance(m, nn.Conv2d):
-            nn.init.xavier_uniform_(m.weight)
-            if m.bias is not None:
-                nn.init.zeros_(m.bias)
-
-
-def _up_crop(t: Tensor, s: int, out_h: int, out_w: int) -> Tensor:
-    return crop(F.interpolate(t, scale_factor=s, mode='nearest'), out_h, out_w)
-
-
-class FADE(nn.Module):
+class FADE(Upsampler):
     """FADE upsampler: ``forward(x, guide) -> (B, C, H, W)``.
 
-    Switches reproduce the paper's ablation (Table "B1-B6") from config alone:
+    The path of ``forward``, with ``x`` the decoder feature and ``guide`` the encoder one:
+
+    1. compress: ``e = compressor_enc(guide)`` (1x1, ``C_g -> d``, bias) and
+       ``q = compressor_dec(x)`` (1x1, ``C -> d``, no bias);
+    2. semi-shift conv: ``logits = W * e + nearest_up(W * q)``, one shared ``content_encoder``
+       ``W`` (``d -> k*k``), see :func:`fade_mm.ops.semi_shift_conv`;
+    3. softmax over the ``k*k`` taps;
+    4. CARAFE reassembly of ``x`` with these kernels (:func:`fade_mm.ops.carafe`): ``u``;
+    5. gate: ``G*guide + (1-G)*u`` with ``G = sigmoid(nearest_up(gate(x)))`` (1x1, ``C -> 1``).
+
+    ``depthwise=True`` is FADE-Lite (IJCV 2024; also registered as :class:`FADELite`): the
+    compressors go straight to ``d = k*k`` channels and ``W`` is depthwise on them, 13,332
+    parameters at 256 channels instead of 47,514.
+
+    The paper's ablation (Table "B1-B6") is a set of switches; rows B1-B3 replace step 2
+    by the kernel generators of :mod:`fade_mm.upsamplers.fade_ablation`, step 5 is
+    ``fusion``:
 
     ====  ==============  ===================  ==========
     row   kernel_source   kernel_generator     fusion
@@ -53,19 +56,19 @@ class FADE(nn.Module):
     B6    ``'both'``      ``'semi_shift'``     ``'gate'``  (= FADE, the default)
     ====  ==============  ===================  ==========
 
-    - ``'encoder'``: logits = conv(e) at high resolution (decoder compressor unused).
-    - ``'decoder'``: logits = pixel_shuffle(conv(q) to s*s*k*k channels), as CARAFE does,
-      so each sub-pixel still gets its own kernel.
-    - ``'naive'``: logits = conv(concat(e, nearest_up(q))) at high resolution.
-    - ``'semi_shift'``: one conv shared by ``e`` and ``q`` (see :func:`semi_shift_conv`).
-    - fusion ``'gate'``: ``G*guide + (1-G)*u`` with ``G = sigmoid(nearest_up(conv1x1(x)))``;
-      ``'skip'``: ``u + guide``; ``'none'``: ``u`` ("FADE without gate").
+    fusion ``'gate'``: step 5; ``'skip'``: ``u + guide``; ``'none'``: ``u`` ("FADE without
+    gate"). (In an FPN whose top-down step adds the lateral, the lateral then enters twice;
+    see ``fade_mm.det.UpsamplerFPN``.)
+
+    Initialisation (:meth:`init_weights`, as the official code): Xavier-uniform weights and
+    zero biases for every conv.
 
     Args:
         in_channels: channels ``C`` of the decoder feature ``x`` (and of the output).
         scale_factor: integer upsampling ratio ``s``.
         up_kernel: odd reassembly kernel size ``k`` (5).
-        embedding_dim: channels ``d`` of the compressed embeddings (64).
+        embedding_dim: channels ``d`` of the compressed embeddings; None means 64, or
+            ``k*k`` with ``depthwise=True`` (which accepts no other value).
         encoder_kernel: odd kernel size of the kernel-generating conv (3).
         kernel_source: ``'both'`` | ``'encoder'`` | ``'decoder'``.
         kernel_generator: ``'semi_shift'`` | ``'naive'``; only meaningful for
@@ -84,6 +87,7 @@ class FADE(nn.Module):
             resolution (``d*H*W`` per image, 64 channels for FADE, 25 for FADE-Lite) and the
             convolution inputs. Same outputs and gradients, one more kernel generation per
             step. Default False.
+        depthwise: FADE-Lite (see above). Default False.
 
     Determinism: every op is deterministic on CPU. On CUDA, under
     ``torch.use_deterministic_algorithms(True)``, the convolutions pick deterministic
@@ -101,13 +105,13 @@ class FADE(nn.Module):
     """
 
     uses_guide = True
-    _lite = False
 
     def __init__(self, in_channels: int, scale_factor: int = 2, up_kernel: int = 5,
-                 embedding_dim: int = 64, encoder_kernel: int = 3, kernel_source: str = 'both',
-                 kernel_generator: Optional[str] = None, fusion: str = 'gate',
-                 semi_shift_impl: str = 'l2h', guide_channels: Optional[int] = None,
-                 with_cp: bool = False) -> None:
+                 embedding_dim: Optional[int] = None, encoder_kernel: int = 3,
+                 kernel_source: str = 'both', kernel_generator: Optional[str] = None,
+                 fusion: str = 'gate', semi_shift_impl: str = 'l2h',
+                 guide_channels: Optional[int] = None, with_cp: bool = False,
+                 depthwise: bool = False) -> None:
         super().__init__()
         name = type(self).__name__
         in_channels = check_int(name, 'in_channels', in_channels, 1)
@@ -116,7 +120,14 @@ class FADE(nn.Module):
         guide_channels = check_int(name, 'guide_channels', guide_channels, 1)
         scale_factor = check_int(name, 'scale_factor', scale_factor, 1)
         up_kernel = check_int(name, 'up_kernel', up_kernel, 1, odd=True)
+        check_bool(name, 'depthwise', depthwise)
+        k2 = up_kernel * up_kernel
+        if embedding_dim is None:
+            embedding_dim = k2 if depthwise else 64
         embedding_dim = check_int(name, 'embedding_dim', embedding_dim, 1)
+        if depthwise and embedding_dim != k2:
+            raise ValueError(f'{name}: `embedding_dim` must be up_kernel**2 = {k2} (or None) '
+                             f'with depthwise=True (FADE-Lite), got {embedding_dim}')
         encoder_kernel = check_int(name, 'encoder_kernel', encoder_kernel, 1, odd=True)
         check_choice(name, 'kernel_source', kernel_source, KERNEL_SOURCES)
         check_choice(name, 'fusion', fusion, FUSIONS)
@@ -133,36 +144,37 @@ class FADE(nn.Module):
         self.guide_channels = guide_channels
         self.scale_factor = scale_factor
         self.up_kernel = up_kernel
+        self.embedding_dim = embedding_dim
         self.encoder_kernel = encoder_kernel
         self.kernel_source = kernel_source
         self.kernel_generator = kernel_generator
         self.fusion = fusion
         self.semi_shift_impl = semi_shift_impl
         self.with_cp = bool(with_cp)
+        self.depthwise = depthwise
 
-        k2 = up_kernel * up_kernel
-        # FADE-Lite compresses straight to k*k channels and uses a depthwise conv on them.
-        self.embedding_dim = dim = k2 if self._lite else embedding_dim
-        groups = k2 if self._lite else 1
-        pad = encoder_kernel // 2
-        if kernel_source in ('both', 'encoder'):
-            self.compressor_enc = nn.Conv2d(guide_channels, dim, 1)
-        if kernel_source in ('both', 'decoder'):
-            # One bias suffices when both compressors feed the same linear conv.
-            self.compressor_dec = nn.Conv2d(in_channels, dim, 1,
-                                            bias=kernel_source == 'decoder')
-        if kernel_source == 'decoder':
-            out = scale_factor * scale_factor * k2
-        else:
-            out = k2
-        in_enc = 2 * dim if kernel_generator == 'naive' and kernel_source == 'both' else dim
-        self.content_encoder = nn.Conv2d(in_enc, out, encoder_kernel, padding=pad,
-                                         groups=groups)
+        if kernel_generator == 'semi_shift':
+            d = embedding_dim
+            self.compressor_enc = nn.Conv2d(guide_channels, d, 1)
+            # One bias suffices: both compressors feed the same linear conv.
+            self.compressor_dec = nn.Conv2d(in_channels, d, 1, bias=False)
+            self.content_encoder = nn.Conv2d(d, k2, encoder_kernel, padding=encoder_kernel // 2,
+                                             groups=k2 if depthwise else 1)
+        else:  # ablation rows B1-B3, same layer names
+            ablation_layers(self)
         if fusion == 'gate':
             self.gate = nn.Conv2d(in_channels, 1, 1)
         if fusion != 'none' and guide_channels != in_channels:
             self.guide_proj = nn.Conv2d(guide_channels, in_channels, 1)
-        _xavier_uniform_(self)
+        self.init_weights()
+
+    def init_weights(self) -> None:
+        """Xavier-uniform weights and zero biases for every conv, as the official code."""
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.xavier_uniform_(m.weight)
+                if m.bias is not None:
+                    nn.init.zeros_(m.bias)
 
     def extra_repr(self) -> str:
         return (f'in_channels={self.in_channels}, scale_factor={self.scale_factor}, '
@@ -171,38 +183,27 @@ class FADE(nn.Module):
                 f'kernel_generator={self.kernel_generator!r}, fusion={self.fusion!r}, '
                 f'semi_shift_impl={self.semi_shift_impl!r}, '
                 f'guide_channels={self.guide_channels}'
-                + (', with_cp=True' if self.with_cp else ''))
+                + (', with_cp=True' if self.with_cp else '')
+                + (', depthwise=True' if self.depthwise else ''))
 
     def kernel_logits(self, x: Tensor, guide: Tensor, whole_cells: bool = False) -> Tensor:
-        """Unnormalised reassembly kernels ``(B, k*k, H, W)`` at the guide's resolution.
+        """Unnormalised reassembly kernels ``(B, k*k, H, W)`` at the guide's resolution:
+        steps 1 and 2 (compressors, semi-shift conv), or an ablation's generator.
 
         With ``whole_cells`` the encoder embedding is first zero-padded on the right/bottom
         to ``(s*h, s*w)``, giving ``(B, k*k, s*h, s*w)`` logits whose first ``(H, W)`` are
         the same numbers: a 'same'-padded conv sees zeros past the border either way.
         """
+        if self.kernel_generator != 'semi_shift':
+            return ablation_logits(self, x, guide, whole_cells)
         s = self.scale_factor
-        big_h, big_w = guide.shape[-2:]
-        if whole_cells:
-            big_h, big_w = s * x.shape[-2], s * x.shape[-1]
-        if self.kernel_source == 'decoder':
-            logits = F.pixel_shuffle(self.content_encoder(self.compressor_dec(x)), s)
-            return crop(logits, big_h, big_w)
         enc = self.compressor_enc(guide)
         if whole_cells:
-            enc = F.pad(enc, (0, big_w - enc.shape[-1], 0, big_h - enc.shape[-2]))
-        if self.kernel_source == 'encoder':
-            return self.content_encoder(enc)
-        dec = self.compressor_dec(x)
-        if self.kernel_generator == 'naive':
-            dec_up = _up_crop(dec, s, big_h, big_w)
-            if self._lite:  # interleave so each depthwise group sees (e_i, q_i)
-                both = torch.stack((enc, dec_up), 2).flatten(1, 2)
-            else:
-                both = torch.cat((enc, dec_up), 1)
-            return self.content_encoder(both)
+            enc = F.pad(enc, (0, s * x.shape[-1] - enc.shape[-1],
+                              0, s * x.shape[-2] - enc.shape[-2]))
         conv = self.content_encoder
-        return semi_shift_conv(enc, dec, conv.weight, conv.bias, s, self.semi_shift_impl,
-                               conv.groups)
+        return semi_shift_conv(enc, self.compressor_dec(x), conv.weight, conv.bias, s,
+                               self.semi_shift_impl, conv.groups)
 
     def kernels(self, x: Tensor, guide: Tensor) -> Tensor:
         """Softmax-normalised kernels ``(B, k*k, s*h, s*w)``, whole ``s x s`` cells.
@@ -226,7 +227,7 @@ class FADE(nn.Module):
 
     def gate_map(self, x: Tensor, out_h: int, out_w: int) -> Tensor:
         """Gate ``G`` in (0, 1), ``(B, 1, H, W)``: the weight given to the encoder feature."""
-        return torch.sigmoid(_up_crop(self.gate(x), self.scale_factor, out_h, out_w))
+        return torch.sigmoid(up_crop(self.gate(x), self.scale_factor, out_h, out_w))
 
     def forward(self, x: Tensor, guide: Optional[Tensor] = None) -> Tensor:
         big_h, big_w = guided_output_size(type(self).__name__, x, guide, self.in_channels,
@@ -234,8 +235,11 @@ class FADE(nn.Module):
         if x.shape[0] == 0:
             return empty_batch(x, guide, big_h, big_w)
         s, k = self.scale_factor, self.up_kernel
+        # steps 1-3: compress, semi-shift conv, softmax
         kernels = checkpointed(self.with_cp and self.training, self.kernels, x, guide)
+        # step 4: reassemble x
         up = crop(carafe(x, kernels, k, 1, s, use_mmcv_cuda=mmcv_cuda_allowed()), big_h, big_w)
+        # step 5: gate (or the ablations' skip / no fusion)
         if self.fusion == 'none':
             return up
         if self.guide_channels != self.in_channels:

@@ -17,13 +17,13 @@ from torch import Tensor
 
 from ..ops import graph_capture
 from .._checks import check_choice, check_int, guided_output_size
-from ._common import crop, empty_batch
+from ._common import Upsampler, crop, empty_batch
 
 INDEX_MODES = ('holistic', 'o2o', 'm2o')
 INDEX_NORMS = ('sigmoid', 'sigmoid_softmax')
 
 
-class IndexNet(nn.Module):
+class IndexNet(Upsampler):
     """IndexNet upsampler: ``forward(x, guide) -> (B, C, H, W)``.
 
     ``out[c, Y, X] = I[c', Y, X] * x[c, Y//s, X//s]`` with ``c' = 0`` for holistic indices
@@ -125,9 +125,15 @@ class IndexNet(nn.Module):
         else:
             self.index_block = nn.Sequential(
                 nn.Conv2d(cg, out, kernel, scale_factor, pad, groups=groups, bias=False))
+        self.init_weights()
+
+    def init_weights(self) -> None:
+        """IndexNet's He-normal (fan-out) convs; batch norms reset (identity, fresh stats)."""
         for m in self.modules():
             if isinstance(m, nn.Conv2d):
                 nn.init.kaiming_normal_(m.weight, mode='fan_out', nonlinearity='relu')
+            elif isinstance(m, nn.BatchNorm2d):
+                m.reset_parameters()
 
     def extra_repr(self) -> str:
         return (f'in_channels={self.in_channels}, scale_factor={self.scale_factor}, '

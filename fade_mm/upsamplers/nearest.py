@@ -7,15 +7,14 @@ from __future__ import annotations
 
 from typing import Optional
 
-import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 
 from .._checks import check_int, unguided_output_size
-from ._common import crop
+from ._common import Upsampler, crop
 
 
-class NearestUpsample(nn.Module):
+class NearestUpsample(Upsampler):
     """Nearest-neighbour upsampler, ``forward(x, guide=None) -> (B, C, H, W)``; no parameters.
 
     A drop-in, unguided peer of :class:`~fade_mm.upsamplers.FADE`: a guide is accepted

@@ -14,10 +14,10 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from .._checks import check_int, unguided_output_size
-from ._common import crop, empty_batch
+from ._common import Upsampler, crop, empty_batch
 
 
-class PixelShuffleUpsample(nn.Module):
+class PixelShuffleUpsample(Upsampler):
     """Pixel-shuffle upsampler, ``forward(x, guide=None) -> (B, C, H, W)``.
 
     ``upsample_conv``: ``Conv2d(C, C*s*s, upsample_kernel, padding=upsample_kernel//2)``,
@@ -60,6 +60,7 @@ class PixelShuffleUpsample(nn.Module):
         self.init_weights()
 
     def init_weights(self) -> None:
+        """Xavier-uniform weight, zero bias."""
         nn.init.xavier_uniform_(self.upsample_conv.weight)
         nn.init.zeros_(self.upsample_conv.bias)
 

@@ -18,12 +18,14 @@ from torch import Tensor
 
 from ..ops import carafe, graph_capture, local_similarity
 from .._checks import check_choice, check_int, guided_output_size
-from ._common import crop, empty_batch, mmcv_cuda_allowed
+from ._common import Upsampler, crop, empty_batch, mmcv_cuda_allowed
 
 VARIANTS = ('I', 'B', 'G')
 NORMS = ('layer', 'group', 'none')
 
-__all__ = ['SAPA', 'local_similarity']  # local_similarity lives in fade_mm.ops
+# local_similarity, SAPA's autograd operator, lives in fade_mm.ops.similarity (next to
+# carafe); re-exported here for imports from this module.
+__all__ = ['SAPA', 'local_similarity']
 
 
 def _nearest_up(t: Tensor, s: int, big_h: int, big_w: int) -> Tensor:
@@ -33,7 +35,7 @@ def _nearest_up(t: Tensor, s: int, big_h: int, big_w: int) -> Tensor:
     return crop(up, big_h, big_w, channels_last=True)
 
 
-class SAPA(nn.Module):
+class SAPA(Upsampler):
     """SAPA upsampler: ``forward(x, guide) -> (B, C, H, W)``.
 
     With ``x`` the decoder feature (values), ``guide`` the encoder feature ``y``, ``LN`` a
@@ -150,10 +152,17 @@ class SAPA(nn.Module):
             self.gate = nn.Linear(in_channels, 1)
         if variant != 'I':
             self.k = nn.Linear(in_channels, embedding_dim)
+        self.init_weights()
+
+    def init_weights(self) -> None:
+        """Embeddings truncated-normal (std 0.02) with zero biases, norms identity (as the
+        official code)."""
         for m in self.modules():
             if isinstance(m, nn.Linear):
                 nn.init.trunc_normal_(m.weight, std=0.02)
                 nn.init.zeros_(m.bias)
+            elif isinstance(m, (nn.LayerNorm, nn.GroupNorm)):
+                m.reset_parameters()
 
     def extra_repr(self) -> str:
         return (f'in_channels={self.in_channels}, scale_factor={self.scale_factor}, '

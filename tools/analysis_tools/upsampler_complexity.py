@@ -28,7 +28,7 @@ ROWS = [
     ('Bilinear', dict(type='BilinearUpsample')),
     ('Deconv', dict(type='DeconvUpsample')),
     ('PixelShuffle', dict(type='PixelShuffleUpsample')),
-    ('CARAFE', dict(type='CARAFE')),
+    ('CARAFE', dict(type='CARAFEUpsample')),
     ('IndexNet', dict(type='IndexNet')),
     ('A2U', dict(type='A2U')),
     ('SAPA-I', dict(type='SAPA', variant='I')),
@@ -43,10 +43,14 @@ ROWS = [
 ]
 
 
+#: Registered names that only alias a listed class (old configs' `type='CARAFE'`).
+ALIASES = {'CARAFE'}
+
+
 def all_rows():
-    listed = {cfg['type'] for _, cfg in ROWS}
+    listed = {cfg['type'] for _, cfg in ROWS} | ALIASES
     extra = [(name, dict(type=name)) for name in fade_mm.upsamplers.__all__
-             if name not in listed]
+             if name not in listed and isinstance(getattr(fade_mm.upsamplers, name), type)]
     return ROWS + extra
 
 
