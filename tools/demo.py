@@ -32,6 +32,9 @@ from pathlib import Path
 from typing import List, NamedTuple, Optional, Sequence
 
 ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))  # a checkout without `pip install -e .` too
+from fade_mm import cli  # noqa: E402
 SEED = 0  # of the generated data, and the first training seed
 DET_UPSAMPLERS = ('nearest', 'carafe', 'fade', 'fade-lite')
 SEG_UPSAMPLERS = ('bilinear', 'carafe', 'fade', 'fade-lite')
@@ -153,7 +156,7 @@ def _positive(text: str) -> int:
 
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    p = cli.ArgumentParser(prog='demo.py', description=__doc__.split('\n')[0])
     p.add_argument('--full', action='store_true', help='also run the ablation rows B1-B5')
     p.add_argument('--seeds', type=_positive, default=1, metavar='N',
                    help='train every job with seeds 0..N-1 and show mean ± std (default 1; '
@@ -226,4 +229,4 @@ def pictures(work_root: Path, data_root: Path) -> None:
 
 
 if __name__ == '__main__':
-    sys.exit(main())
+    cli.run_cli(main, prog='demo.py')

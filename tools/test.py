@@ -28,13 +28,17 @@ from typing import Any, List, Optional, Sequence
 from mmengine.config import Config, ConfigDict
 
 sys.path.insert(0, osp.dirname(osp.abspath(__file__)))  # the shared helpers of train.py
-from train import TRUST_NOTE, add_common_args, build_runner, load_config  # noqa: E402
+from train import (TRUST_NOTE, add_common_args, build_runner, check_args,  # noqa: E402
+                   load_config)
+
+from fade_mm import cli  # noqa: E402  (train.py put the repository on sys.path)
 
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     """Parses test.py's command line (mmdet's/mmseg's tools/test.py arguments plus
     --synthetic)."""
-    parser = argparse.ArgumentParser(
+    parser = cli.ArgumentParser(
+        prog='test.py',
         description='Test (and evaluate) a fade_mm detector (mmdet) or segmentor (mmseg).',
         epilog=TRUST_NOTE)
     parser.add_argument('config', help='test config file path')
@@ -51,6 +55,7 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
                         'config\'s tta_model/tta_pipeline; mmdet: flip TTA by default)')
     add_common_args(parser)
     args = parser.parse_args(argv)
+    check_args(parser, args)
     os.environ.setdefault('LOCAL_RANK', str(args.local_rank))
     return args
 
@@ -58,7 +63,8 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
 def _enable_visualization(cfg: Config, args: argparse.Namespace) -> None:
     hooks = cfg.get('default_hooks', {})
     if 'visualization' not in hooks:
-        raise RuntimeError('--show/--show-dir need default_hooks.visualization in the config')
+        raise cli.UsageError('--show/--show-dir need default_hooks.visualization in the '
+                             'config')
     hook = hooks['visualization']
     hook['draw'] = True
     if args.show:
@@ -92,7 +98,8 @@ def _enable_tta(cfg: Config) -> None:
                                  'scale_factor', 'flip', 'flip_direction'))]])
             cfg.tta_pipeline = pipeline
     elif 'tta_model' not in cfg or 'tta_pipeline' not in cfg:
-        raise RuntimeError('--tta needs tta_model and tta_pipeline in the config')
+        raise cli.UsageError('--tta needs tta_model and tta_pipeline in the config (mmseg '
+                             'configs)')
     cfg.model = ConfigDict(**cfg.tta_model, module=cfg.model)
     cfg.test_dataloader.dataset.pipeline = cfg.tta_pipeline
 
@@ -114,13 +121,15 @@ def _seg_output_dir(cfg: Config, out_dir: str) -> None:
     if not found:
         types = [ev.get('type') for ev in (evaluators if isinstance(evaluators, list)
                                            else [evaluators])]
-        raise RuntimeError(f'--out: test_evaluator must hold one of {PNG_METRICS} (mmseg), '
-                           f'got {types}')
+        raise cli.UsageError(f'--out: test_evaluator must hold one of {PNG_METRICS} '
+                             f'(mmseg), got {types}')
 
 
 def main(argv: Optional[List[str]] = None) -> Any:
     """Entry point: parse, configure, build the Runner, test. Returns the metrics."""
     args = parse_args(argv)
+    # before the config, model and data: a missing or damaged file fails in a second
+    cli.check_checkpoint(args.checkpoint, 'CHECKPOINT')
     cfg = load_config(args)
     cfg.load_from = args.checkpoint
 
@@ -132,7 +141,8 @@ def main(argv: Optional[List[str]] = None) -> Any:
         _seg_output_dir(cfg, args.out)
     if args.out is not None and cfg.default_scope == 'mmdet' \
             and not args.out.endswith(('.pkl', '.pickle')):
-        raise ValueError(f'--out must be a .pkl/.pickle file for mmdet configs: {args.out}')
+        raise cli.UsageError(f'--out must be a .pkl/.pickle file for mmdet configs: '
+                             f'{args.out}')
 
     runner = build_runner(cfg, args.trust_checkpoint)
     if args.out is not None and cfg.default_scope == 'mmdet':
@@ -142,4 +152,4 @@ def main(argv: Optional[List[str]] = None) -> Any:
 
 
 if __name__ == '__main__':
-    main()
+    cli.run_cli(main, prog='test.py')

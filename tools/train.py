@@ -34,12 +34,13 @@ import sys
 import warnings
 from typing import Any, Dict, Iterator, List, Optional, Sequence
 
-from mmengine.config import Config, DictAction
+from mmengine.config import Config
 
 REPO_ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 if REPO_ROOT not in sys.path:
     sys.path.insert(0, REPO_ROOT)  # run from a checkout without `pip install -e .` too
 
+from fade_mm import cli  # noqa: E402
 from fade_mm.compat import (adapt_to_cpu, init_dist_without_cuda,  # noqa: E402
                             install_safe_checkpoint_loading, trust_local_checkpoints)
 
@@ -73,7 +74,8 @@ def add_common_args(parser: argparse.ArgumentParser) -> None:
                         'configs/_base_/synthetic_{coco,ade}.py over the config; the data is '
                         'generated there with the package generator if DATA_ROOT does not '
                         'exist')
-    parser.add_argument('--cfg-options', nargs='+', action=DictAction, help=CFG_OPTIONS_HELP)
+    parser.add_argument('--cfg-options', nargs='+', action=cli.DictAction,
+                        help=CFG_OPTIONS_HELP)
     parser.add_argument('--trust-checkpoint', action='store_true',
                         help='unpickle local checkpoints in full (weights_only=False) when they '
                         'need more than the runner-checkpoint allow-list: only for files you '
@@ -88,9 +90,11 @@ def add_common_args(parser: argparse.ArgumentParser) -> None:
 
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
-    """Parses train.py's command line (mmdet's tools/train.py arguments plus --synthetic)."""
-    parser = argparse.ArgumentParser(
-        description='Train a fade_mm detector (mmdet) or segmentor (mmseg).',
+    """Parses train.py's command line (mmdet's tools/train.py arguments plus --synthetic).
+
+    Usage errors (a missing config file included) exit with one line and status 2."""
+    parser = cli.ArgumentParser(
+        prog='train.py', description='Train a fade_mm detector (mmdet) or segmentor (mmseg).',
         epilog=TRUST_NOTE)
     parser.add_argument('config', help='train config file path')
     parser.add_argument('--amp', action='store_true',
@@ -105,8 +109,19 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
                         'path, from the one the work dir\'s last_checkpoint file names')
     add_common_args(parser)
     args = parser.parse_args(argv)
+    check_args(parser, args)
     os.environ.setdefault('LOCAL_RANK', str(args.local_rank))
     return args
+
+
+def check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """The checks train.py and test.py share, before anything is built: the config file
+    exists and parses, the launcher's environment is there."""
+    try:
+        cli.check_config_file(args.config)
+        cli.check_launcher(args.launcher)
+    except cli.UsageError as err:
+        parser.error(str(err))
 
 
 def scope_of(cfg: Config, config_path: str) -> str:
@@ -117,8 +132,8 @@ def scope_of(cfg: Config, config_path: str) -> str:
     """
     scope = cfg.get('default_scope')
     if scope not in SCOPES:
-        raise ValueError(f'{config_path}: default_scope is {scope!r}; fade_mm tools support '
-                         f'{sorted(SCOPES)}')
+        raise cli.UsageError(f'{config_path}: default_scope is {scope!r}; fade_mm tools '
+                             f'support {sorted(SCOPES)} (an mmdet or mmseg config)')
     return scope
 
 
@@ -262,6 +277,15 @@ def build_runner(cfg: Config, trust_checkpoint: bool = False) -> Any:
     return Runner.from_cfg(cfg)
 
 
+def check_checkpoints(cfg: Config, what: str) -> None:
+    """Refuses a local ``load_from`` checkpoint (``--resume PATH`` included) that is missing,
+    empty, truncated, not a torch checkpoint or lacks what resuming needs, before anything
+    is built (:func:`fade_mm.cli.check_checkpoint`). ``--resume`` without a path finds
+    its checkpoint in the work dir when the Runner starts."""
+    if cfg.get('load_from'):
+        cli.check_checkpoint(cfg.load_from, what, resume=bool(cfg.get('resume')))
+
+
 def main(argv: Optional[List[str]] = None) -> None:
     """Entry point: parse, configure, build the Runner, train."""
     args = parse_args(argv)
@@ -272,7 +296,10 @@ def main(argv: Optional[List[str]] = None) -> None:
         from mmengine.logging import print_log
         optim_wrapper = cfg.optim_wrapper.get('type', 'OptimWrapper')
         if optim_wrapper not in ('OptimWrapper', 'AmpOptimWrapper', 'CPUAmpOptimWrapper'):
-            raise ValueError(f'--amp needs optim_wrapper.type OptimWrapper, got {optim_wrapper}')
+            raise cli.UsageError(
+                f'--amp needs optim_wrapper.type OptimWrapper (it becomes AmpOptimWrapper, or '
+                f'CPUAmpOptimWrapper without CUDA); the config has {optim_wrapper}: drop '
+                '--amp, or set --cfg-options optim_wrapper.type=OptimWrapper')
         if torch.cuda.is_available():
             cfg.optim_wrapper.type = 'AmpOptimWrapper'
             cfg.optim_wrapper.setdefault('loss_scale', 'dynamic')
@@ -290,8 +317,10 @@ def main(argv: Optional[List[str]] = None) -> None:
     if args.auto_scale_lr:
         if 'enable' not in cfg.get('auto_scale_lr', {}) \
                 or 'base_batch_size' not in cfg.auto_scale_lr:
-            raise RuntimeError('--auto-scale-lr needs auto_scale_lr.enable and '
-                               'auto_scale_lr.base_batch_size in the config')
+            raise cli.UsageError('--auto-scale-lr needs auto_scale_lr.enable and '
+                                 'auto_scale_lr.base_batch_size in the config (mmdet '
+                                 'configs have them): add them with --cfg-options, or drop '
+                                 '--auto-scale-lr')
         cfg.auto_scale_lr.enable = True
 
     # An explicit checkpoint wins over finding the latest one in the work dir.
@@ -301,6 +330,7 @@ def main(argv: Optional[List[str]] = None) -> None:
     elif args.resume is not None:
         cfg.resume = True
         cfg.load_from = args.resume
+    check_checkpoints(cfg, '--resume' if args.resume not in (None, 'auto') else 'load_from')
 
     if not args.synthetic:
         world_size = int(os.environ.get('WORLD_SIZE', '1')) if args.launcher != 'none' else 1
@@ -316,4 +346,4 @@ def main(argv: Optional[List[str]] = None) -> None:
 
 
 if __name__ == '__main__':
-    main()
+    cli.run_cli(main, prog='train.py')

@@ -33,13 +33,17 @@ import torch
 from mmengine.config import Config
 from mmengine.registry import DefaultScope
 
+sys.path.insert(0, osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))))
+from fade_mm import cli  # noqa: E402  (the repository, also without `pip install -e .`)
+
 SCOPES = ('mmdet', 'mmseg')
 # no upsample_cfg: what the adapters then do themselves
 _DEFAULT_UPSAMPLER = {'mmdet': 'NearestUpsample', 'mmseg': 'bilinear'}
 
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
+    parser = cli.ArgumentParser(
+        prog='compare_predictions.py',
         description='Predictions of several models on one image, side by side.')
     parser.add_argument('models', nargs='+', metavar='CONFIG:CHECKPOINT',
                         help='config and checkpoint of a model, joined by the last ":"')
@@ -65,14 +69,22 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     args.models = pairs
     if not 0 <= args.opacity <= 1:
         parser.error(f'--opacity must be in [0, 1], got {args.opacity}')
+    if not osp.isfile(args.img):
+        parser.error(f'argument --img: no such file: {args.img}')
+    try:
+        for cfg, ckpt in pairs:
+            cli.check_config_file(cfg, 'CONFIG')
+            cli.check_checkpoint(ckpt, 'CHECKPOINT')
+    except cli.UsageError as err:
+        parser.error(str(err))
     return args
 
 
 def _scope(cfg: Config) -> str:
     scope = cfg.get('default_scope')
     if scope not in SCOPES:
-        raise ValueError(f'{cfg.filename}: default_scope must be one of {SCOPES} to tell '
-                         f'detection from segmentation, got {scope!r}')
+        raise cli.UsageError(f'{cfg.filename}: default_scope must be one of {SCOPES} to '
+                             f'tell detection from segmentation, got {scope!r}')
     return scope
 
 
@@ -259,7 +271,7 @@ def render(img_path: str, predictors: List[Predictor], samples: List[Any], out: 
 
     img = cv2.imread(img_path, cv2.IMREAD_COLOR)
     if img is None:
-        raise FileNotFoundError(f'cannot read image {img_path!r}')
+        raise cli.CLIError(f'--img {img_path}: not an image OpenCV can read')
     img = cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
     h, w = img.shape[:2]
     n = len(predictors) + int(show_input)
@@ -287,8 +299,6 @@ def render(img_path: str, predictors: List[Predictor], samples: List[Any], out: 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parse_args(argv)
-    if not osp.isfile(args.img):
-        raise FileNotFoundError(f'--img {args.img!r} not found')
     predictors, samples = [], []
     for config, checkpoint in args.models:
         pred = Predictor(config, checkpoint, args.device, args.trust_checkpoint)
@@ -301,4 +311,4 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
 
 if __name__ == '__main__':
-    sys.exit(main())
+    cli.run_cli(main, prog='compare_predictions.py')

@@ -39,18 +39,23 @@ from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn as nn
-from mmengine.config import Config, ConfigDict, DictAction
+from mmengine.config import Config, ConfigDict
 from torch.utils._python_dispatch import TorchDispatchMode
 
 REPO_ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 if REPO_ROOT not in sys.path:
     sys.path.insert(0, REPO_ROOT)  # usable from a checkout without `pip install -e .`
 
+from fade_mm import cli  # noqa: E402
 from fade_mm.profiling import count_flops  # noqa: E402
 
 # One default for both tasks, the segmentation papers' 512x512; detection tables use
 # --shape 800 1333 (mmdet pads it to 832x1344 here: pad_size_divisor=64).
 DEFAULT_SHAPE = (512, 512)
+# --shape limits, checked before anything is allocated: a CPU count (a model without meta
+# kernels) holds the image and every activation in memory.
+MAX_SIDE = 8192
+MAX_PIXELS = 4096 * 4096
 
 # default_scope -> the package whose modules the config names, and fade_mm's adapters for it.
 SCOPES: Dict[str, Dict[str, str]] = {
@@ -133,8 +138,8 @@ def scope_of(cfg: Config) -> str:
     """The config's ``default_scope``; only mmdet and mmseg configs are supported."""
     scope = cfg.get('default_scope')
     if scope not in SCOPES:
-        raise ValueError(f'get_flops: the config must have default_scope in {sorted(SCOPES)} '
-                         f'(an mmdet or mmseg config), got {scope!r}')
+        raise cli.UsageError(f'get_flops: the config must have default_scope in '
+                             f'{sorted(SCOPES)} (an mmdet or mmseg config), got {scope!r}')
     return scope
 
 
@@ -184,23 +189,25 @@ def build_model(cfg: Config) -> nn.Module:
     return registry(scope_of(cfg)).build(_model_cfg(cfg)).eval()
 
 
-def dummy_batch(cfg: Config, shape: Sequence[int]) -> Tuple[torch.Tensor, list]:
+def dummy_batch(cfg: Config, shape: Sequence[int],
+                device: str = 'cpu') -> Tuple[torch.Tensor, list]:
     """One black ``H x W`` image through the config's data preprocessor (test mode).
 
-    The preprocessor is built on its own, on CPU: it pads (e.g. mmdet's ``pad_size_divisor``)
-    and fills the metainfo (``batch_input_shape``, ``pad_shape``) that a detector's
-    ``mode='tensor'`` forward reads.
+    The preprocessor is built on its own, on ``device`` (``'cpu'`` or ``'meta'``: shapes
+    only, nothing allocated): it pads (e.g. mmdet's ``pad_size_divisor``) and fills the
+    metainfo (``batch_input_shape``, ``pad_shape``) that a detector's ``mode='tensor'``
+    forward reads.
     """
     scope = scope_of(cfg)
     models = registry(scope)
     h, w = shape
     sample = _import(SCOPES[scope]['sample'])(
         metainfo=dict(img_shape=(h, w), ori_shape=(h, w), scale_factor=(1.0, 1.0)))
-    image = torch.zeros(3, h, w, dtype=torch.uint8)
+    image = torch.zeros(3, h, w, dtype=torch.uint8, device=device)
     pre_cfg = cfg.model.get('data_preprocessor')
     if pre_cfg is None:
         return image.float()[None], [sample]
-    pre = models.build(pre_cfg)
+    pre = models.build(pre_cfg).to(device)
     data = pre(dict(inputs=[image], data_samples=[sample]), False)
     return data['inputs'], data['data_samples']
 
@@ -298,25 +305,32 @@ def measure(cfg: Config, shape: Sequence[int] = DEFAULT_SHAPE, device: str = 'au
 
     Returns:
         A :class:`Complexity`.
+
+    Raises:
+        fade_mm.cli.UsageError: For a shape :func:`check_shape` refuses (before anything is
+            built) or a config that is not an mmdet/mmseg one.
     """
     if device not in ('auto', 'meta', 'cpu'):
         raise ValueError(f"get_flops: `device` must be 'auto', 'meta' or 'cpu', got {device!r}")
+    check_shape(shape)
     scope = scope_of(cfg)
-    inputs, samples = dummy_batch(cfg, shape)
     model = build_model(cfg)
     params = sum(p.numel() for p in model.parameters())
     meta_error = None
-    macs = sampling = proposals = None
+    macs = sampling = proposals = inputs = None
     if device in ('auto', 'meta'):
         try:
+            # the image on meta too: nothing of the input's size is allocated
+            inputs, samples = dummy_batch(cfg, shape, 'meta')
             # a copy: moving to meta discards the weights a CPU fallback would need
             macs, sampling, proposals = count_model(copy.deepcopy(model).to('meta'),
-                                                    inputs.to('meta'), samples)
+                                                    inputs, samples)
         except Exception as err:  # noqa: BLE001  (any op without a meta kernel lands here)
             if device == 'meta':
                 raise
             meta_error = f'{type(err).__name__}: {str(err).splitlines()[0][:200]}'
     if macs is None:
+        inputs, samples = dummy_batch(cfg, shape)
         macs, sampling, proposals = count_model(model, inputs, samples)
     _, up = find_upsample_cfg(cfg.model)
     return Complexity(config=config_path or cfg.filename, scope=scope,
@@ -363,7 +377,8 @@ def report(res: Complexity, base: Optional[Complexity] = None) -> str:
 
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(
+    p = cli.ArgumentParser(
+        prog='get_flops.py',
         description='Parameters and GFLOPs (multiply-adds) of an mmdet/mmseg config.')
     p.add_argument('config', help='mmdet or mmseg config file')
     p.add_argument('--shape', type=int, nargs='+', default=list(DEFAULT_SHAPE),
@@ -375,20 +390,42 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
                    help="'auto' (default): meta device (shapes only, fast), CPU when the "
                    'model needs real values')
     p.add_argument('--json', action='store_true', help='print one JSON object instead')
-    p.add_argument('--cfg-options', nargs='+', action=DictAction, metavar='KEY=VALUE',
+    p.add_argument('--cfg-options', nargs='+', action=cli.DictAction, metavar='KEY=VALUE',
                    help='override settings of the config(s), e.g. '
                    'model.decode_head.upsample_cfg.type=FADELite')
     args = p.parse_args(argv)
     args.shape = parse_shape(p, args.shape)
+    for path in [args.config] + ([args.compare] if args.compare else []):
+        try:
+            cli.check_config_file(path, 'config' if path == args.config else '--compare')
+        except cli.UsageError as err:
+            p.error(str(err))
     return args
 
 
+def check_shape(shape: Sequence[int]) -> None:
+    """Refuses an ``(H, W)`` that is not two positive sides within :data:`MAX_SIDE` and
+    :data:`MAX_PIXELS` (:class:`fade_mm.cli.UsageError`), before anything is allocated."""
+    if len(shape) != 2 or min(shape) < 1:
+        raise cli.UsageError(f'--shape takes H W (or one number), positive, got '
+                             f'{" ".join(map(str, shape))}')
+    h, w = shape
+    if max(h, w) > MAX_SIDE or h * w > MAX_PIXELS:
+        raise cli.UsageError(
+            f'--shape {h} {w} is too large (at most {MAX_SIDE} a side and {MAX_PIXELS:,} '
+            'pixels): FLOPs grow with H x W, count at the size the model is used at '
+            '(e.g. 512 512, or 800 1333 for detection)')
+
+
 def parse_shape(parser: argparse.ArgumentParser, shape: List[int]) -> List[int]:
-    """``--shape``: ``H W``, or one number for a square; exits with a usage error otherwise."""
+    """``--shape``: ``H W``, or one number for a square; exits with a one-line usage error
+    otherwise (see :func:`check_shape`)."""
     if len(shape) == 1:
         shape = shape * 2
-    if len(shape) != 2 or min(shape) < 1:
-        parser.error(f'--shape takes H W (or one number), positive, got {shape}')
+    try:
+        check_shape(shape)
+    except cli.UsageError as err:
+        parser.error(str(err))
     return shape
 
 
@@ -412,4 +449,4 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
 
 if __name__ == '__main__':
-    sys.exit(main())
+    cli.run_cli(main, prog='get_flops.py')

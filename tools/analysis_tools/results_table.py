@@ -30,8 +30,17 @@ config's ``randomness.seed``. A delta whose two mean ± std intervals overlap is
 the difference is within run-to-run spread (a single run counts as a point).
 ``--per-run`` shows one row per run directory instead.
 
-Config dumps are Python and ``mmengine.Config.fromfile`` executes them: read work dirs you
-trust. Seeds are read from the logs, which are never executed.
+Nothing in a work dir is executed. Config dumps are Python, and ``mmengine.Config.fromfile``
+would run them: they are parsed instead (:func:`read_config`, Python's ``ast``) and only
+assignments of literals -- numbers, strings, ``None``/``True``/``False``, lists, tuples,
+dicts, ``dict(...)``/``list(...)``/``tuple(...)``, arithmetic on numbers, names assigned
+before -- are evaluated, which is all a Runner's dump holds; any other statement or value
+is skipped with a warning. A dump's ``_base_`` is followed only into this repository's
+``configs/`` or an installed package's (``mmdet::...``), configs that ship with the code.
+Seeds are read from the logs.
+
+A half-written run (an unreadable config, log or scalars file) does not stop the table: it
+is skipped, or shown without what could not be read, with a one-line warning.
 
 Examples::
 
@@ -44,10 +53,12 @@ Examples::
 from __future__ import annotations
 
 import argparse
+import ast
 import csv
 import io
 import json
 import math
+import operator
 import os
 import os.path as osp
 import re
@@ -61,6 +72,8 @@ sys.path.insert(0, osp.dirname(osp.abspath(__file__)))  # get_flops.py, next to 
 import get_flops  # noqa: E402  (also puts the repository on sys.path)
 
 from mmengine.config import Config  # noqa: E402
+
+from fade_mm import cli  # noqa: E402
 
 TIMESTAMP = re.compile(r'^\d{8}_\d{6}$')
 
@@ -245,17 +258,27 @@ def value_of(ev: Evaluation, metric: Metric) -> Optional[float]:
 
 
 def _read_json_lines(path: str) -> List[Dict[str, Any]]:
-    records = []
-    with open(path) as f:
+    """The JSON objects of a log of one object a line; unreadable lines are skipped with
+    one warning for the file (a run killed mid-write leaves a truncated last line)."""
+    records, bad = [], []
+    with open(path, encoding='utf-8', errors='replace') as f:
         for n, line in enumerate(f, 1):
             line = line.strip()
             if not line:
                 continue
             try:
-                records.append(json.loads(line))
-            except json.JSONDecodeError:
-                # a run killed mid-write leaves a truncated last line; the rest is still good
-                warnings.warn(f'results_table: skipping unreadable line {n} of {path}')
+                record = json.loads(line)
+            except ValueError:
+                record = None
+            if isinstance(record, dict):
+                records.append(record)
+            else:
+                bad.append(n)
+    if bad:
+        more = ', ...' if len(bad) > 5 else ''
+        where = (f'line {bad[0]}' if len(bad) == 1 else
+                 f'{len(bad)} lines ({", ".join(map(str, bad[:5]))}{more})')
+        warnings.warn(f'results_table: skipping unreadable {where} of {path}')
     return records
 
 
@@ -278,6 +301,241 @@ def _find_config(run_dir: str, stamps: List[str]) -> Optional[str]:
     return None
 
 
+# ----------------------------------------------------------------------------- config dumps
+
+# Bounds of what a dump may build: a Runner's dump of a detector config is ~30 kB and holds
+# a few thousand values.
+MAX_DUMP_BYTES = 4 * 2 ** 20
+MAX_VALUES = 200_000
+_CALLS = {'dict', 'list', 'tuple'}
+_NUMBER_OPS = {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul,
+               ast.Div: operator.truediv, ast.FloorDiv: operator.floordiv,
+               ast.Mod: operator.mod}
+
+
+class _NotLiteral(Exception):
+    """A value :func:`read_config` does not evaluate (the message says what it is)."""
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _bounded(value: Any) -> Any:
+    """``value``, unless it holds more than :data:`MAX_VALUES` values (names assigned before
+    can nest one value many times over)."""
+    count, stack = 0, [value]
+    while stack:
+        item = stack.pop()
+        count += 1 + (len(item) // 64 if isinstance(item, str) else 0)
+        if count > MAX_VALUES:
+            raise _NotLiteral(f'more than {MAX_VALUES} values')
+        if isinstance(item, dict):
+            stack += item.values()
+        elif isinstance(item, (list, tuple)):
+            stack += item
+    return value
+
+
+def _literal(node: ast.AST, names: Dict[str, Any]) -> Any:
+    """The value of an expression of literals, ``dict``/``list``/``tuple`` calls, arithmetic
+    on numbers, ``+`` of strings/lists/tuples, names in ``names`` and ``_base_.a.b``.
+
+    Raises:
+        _NotLiteral: for anything else (calls of other functions, attributes, ...).
+    """
+    if isinstance(node, ast.Constant):
+        if node.value is None or isinstance(node.value, (str, int, float, bool)):
+            return node.value
+        raise _NotLiteral(f'a {type(node.value).__name__} constant')
+    if isinstance(node, (ast.List, ast.Tuple)):
+        items = [_literal(e, names) for e in node.elts]
+        return items if isinstance(node, ast.List) else tuple(items)
+    if isinstance(node, ast.Dict):
+        out: Dict[Any, Any] = {}
+        for key, value in zip(node.keys, node.values):
+            if key is None:  # {**other}
+                out.update(_mapping(_literal(value, names)))
+            else:
+                out[_hashable(_literal(key, names))] = _literal(value, names)
+        return out
+    if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) \
+            and node.func.id in _CALLS and node.func.id not in names:
+        args = [_literal(a, names) for a in node.args]
+        kwargs: Dict[str, Any] = {}
+        for kw in node.keywords:
+            kwargs.update({kw.arg: _literal(kw.value, names)} if kw.arg else
+                          _mapping(_literal(kw.value, names)))
+        if len(args) > 1 or (args and not isinstance(args[0], (dict, list, tuple))):
+            raise _NotLiteral(f'{node.func.id}() of {len(args)} arguments')
+        if node.func.id == 'dict':
+            return dict(_mapping(args[0]) if args else {}, **kwargs)
+        if kwargs:
+            raise _NotLiteral(f'{node.func.id}() with keywords')
+        return (list if node.func.id == 'list' else tuple)(args[0] if args else ())
+    if isinstance(node, ast.UnaryOp) and isinstance(node.op, (ast.USub, ast.UAdd)):
+        value = _literal(node.operand, names)
+        if not _number(value):
+            raise _NotLiteral('a sign on a non-number')
+        return -value if isinstance(node.op, ast.USub) else value
+    if isinstance(node, ast.BinOp) and type(node.op) in _NUMBER_OPS:
+        left, right = _literal(node.left, names), _literal(node.right, names)
+        if _number(left) and _number(right):
+            try:
+                value = _NUMBER_OPS[type(node.op)](left, right)
+            except ArithmeticError as err:
+                raise _NotLiteral(str(err)) from None
+            if isinstance(value, int) and value.bit_length() > 128:
+                raise _NotLiteral('a huge number')
+            return value
+        if isinstance(node.op, ast.Add) and type(left) is type(right) \
+                and isinstance(left, (str, list, tuple)):
+            if len(left) + len(right) > MAX_VALUES:
+                raise _NotLiteral(f'more than {MAX_VALUES} values')
+            return _bounded(left + right)
+        raise _NotLiteral(f'{type(node.op).__name__} of {type(left).__name__} and '
+                          f'{type(right).__name__}')
+    if isinstance(node, ast.Name):
+        if node.id in names:
+            return names[node.id]
+        raise _NotLiteral(f'the name {node.id!r}')
+    if isinstance(node, ast.Attribute):  # _base_.model.backbone: a variable of the bases
+        path, inner = [node.attr], node.value
+        while isinstance(inner, ast.Attribute):
+            path.append(inner.attr)
+            inner = inner.value
+        if isinstance(inner, ast.Name) and inner.id == '_base_' and '_base_' in names:
+            value = names['_base_']
+            for attr in reversed(path):
+                if not isinstance(value, dict) or attr not in value:
+                    raise _NotLiteral(f'_base_.{".".join(reversed(path))} (not in the bases)')
+                value = value[attr]
+            return value
+    what = type(node).__name__
+    if isinstance(node, ast.Call):
+        what = f'a call of {ast.unparse(node.func)[:40]}'
+    raise _NotLiteral(what)
+
+
+def _mapping(value: Any) -> dict:
+    if not isinstance(value, dict):
+        raise _NotLiteral(f'** of a {type(value).__name__}')
+    return value
+
+
+def _hashable(value: Any) -> Any:
+    try:
+        hash(value)
+    except TypeError:
+        raise _NotLiteral(f'a {type(value).__name__} as a dict key') from None
+    return value
+
+
+def _trusted_base(base: Any, dump: str) -> Tuple[Optional[str], Optional[str], Optional[str]]:
+    """``(path, scope, problem)`` of one ``_base_`` entry of a dump: followed only into this
+    repository's ``configs/`` or an installed package's configs (``mmdet::...``)."""
+    if not isinstance(base, str):
+        return None, None, f'_base_ entry {base!r} (not a path)'
+    try:
+        path, scope = Config._get_cfg_path(base, dump)  # no config is read (mmengine 0.10)
+    except Exception as err:  # noqa: BLE001  (package not installed, no such config)
+        return None, None, f'_base_ {base!r} ({cli._one_line(str(err))[:120]})'
+    if scope is None:
+        trusted = osp.join(get_flops.REPO_ROOT, 'configs')
+    else:
+        from mmengine.utils import get_installed_path
+        trusted = get_installed_path(base.partition('::')[0])
+    if not osp.realpath(path).startswith(osp.realpath(trusted) + os.sep):
+        return None, None, (f"_base_ {base!r} (outside this repository's and the installed "
+                            "packages' configs: not followed)")
+    if not osp.isfile(path):
+        return None, None, f'_base_ {base!r} (no such file)'
+    return path, scope, None
+
+
+def _read_bases(bases: Any, dump: str, problems: List[str]) -> Dict[str, Any]:
+    """The merged bases of a dump, as mmengine 0.10's ``Config._file2dict`` merges them."""
+    from mmengine.config import ConfigDict
+
+    merged = ConfigDict()
+    for base in bases if isinstance(bases, (list, tuple)) else [bases]:
+        path, scope, problem = _trusted_base(base, dump)
+        if problem:
+            problems.append(problem)
+            continue
+        try:
+            # a shipped config of this repository or an installed package: run as the
+            # tools run it
+            cfg_dict = Config._file2dict(path)[0]
+        except Exception as err:  # noqa: BLE001
+            problems.append(f'_base_ {base!r} ({type(err).__name__}: '
+                            f'{cli._one_line(str(err))[:120]})')
+            continue
+        merged.update(Config._dict_to_config_dict(cfg_dict, scope))
+    return merged
+
+
+def read_config(path: str) -> Tuple[Optional[Config], List[str]]:
+    """Reads a config dump **without executing it**.
+
+    The file is parsed with :mod:`ast`; each top-level ``NAME = value`` whose value is
+    made of literals (see :func:`_literal`) is evaluated, everything else -- imports,
+    function definitions, calls, any other statement -- is skipped and reported. ``_base_``
+    is followed into trusted configs only (:func:`_trusted_base`), read as mmengine reads
+    them, and the dump's values are merged over them as mmengine merges them.
+
+    Returns:
+        ``(config, problems)``: the config (None when the file cannot be parsed at all) and
+        one short note per skipped statement, value or base.
+    """
+    problems: List[str] = []
+    try:
+        if osp.getsize(path) > MAX_DUMP_BYTES:
+            return None, [f'larger than {MAX_DUMP_BYTES // 2 ** 20} MiB']
+        with open(path, encoding='utf-8') as f:
+            tree = ast.parse(f.read(), filename=path)
+    except (OSError, UnicodeDecodeError, SyntaxError, ValueError, RecursionError,
+            MemoryError) as err:
+        if isinstance(err, SyntaxError):
+            return None, [f'syntax error at line {err.lineno}: {err.msg}']
+        return None, [f'{type(err).__name__}: {cli._one_line(str(err))[:160]}']
+    names: Dict[str, Any] = {}
+    statements = []
+    for stmt in tree.body:
+        if isinstance(stmt, ast.Expr) and isinstance(stmt.value, ast.Constant) \
+                and isinstance(stmt.value.value, str):
+            continue  # a docstring
+        if isinstance(stmt, ast.Assign) and len(stmt.targets) == 1 \
+                and isinstance(stmt.targets[0], ast.Name):
+            statements.append((stmt.targets[0].id, stmt))
+        else:
+            problems.append(f'line {stmt.lineno}: {type(stmt).__name__.lower()} statement '
+                            '(not an assignment: not run)')
+    # `_base_` first, as mmengine does, whatever its line
+    for name, stmt in sorted(statements, key=lambda s: s[0] != '_base_'):
+        try:
+            value = _bounded(_literal(stmt.value, names))
+        except (_NotLiteral, RecursionError) as err:
+            names.pop(name, None)
+            problems.append(f'{name} (line {stmt.lineno}: '
+                            f'{err if isinstance(err, _NotLiteral) else "nested too deeply"}'
+                            ': not evaluated)')
+            continue
+        names[name] = _read_bases(value, path, problems) if name == '_base_' else value
+    base = names.pop('_base_', None)
+    cfg_dict = {k: v for k, v in names.items()
+                if not k.startswith('__') and k not in ('filename', 'text', 'pretty_text',
+                                                         'env_variables')}
+    try:
+        if base:
+            for value in cfg_dict.values():
+                Config._parse_scope(value)
+            cfg_dict = Config._merge_a_into_b(cfg_dict, base)
+        return Config(cfg_dict, filename=path), problems
+    except Exception as err:  # noqa: BLE001  (e.g. a list merged into a dict)
+        return None, problems + [f'{type(err).__name__}: {cli._one_line(str(err))[:160]}']
+
+
 def is_run_dir(path: str) -> bool:
     """True for ``work_dirs/<config_name>``: it holds ``<timestamp>/`` log folders."""
     return osp.isdir(path) and any(TIMESTAMP.match(d) and osp.isdir(osp.join(path, d))
@@ -294,7 +552,7 @@ def find_runs(paths: Iterable[str]) -> List[str]:
             found += [osp.join(path, d) for d in sorted(os.listdir(path))
                       if is_run_dir(osp.join(path, d))]
         else:
-            raise FileNotFoundError(f'results_table: {path!r} is not a directory')
+            raise cli.UsageError(f'argument work_dirs: no such directory: {path}')
     seen, runs = set(), []
     for r in found:
         key = osp.realpath(r)
@@ -389,15 +647,26 @@ def read_seed(run_dir: str, stamps: List[str], cfg: Optional[Config]) -> Optiona
 
 
 def read_run(run_dir: str) -> Run:
-    """Config, method, backbone and every evaluation of one run directory."""
+    """Config, method, backbone and every evaluation of one run directory.
+
+    The config dump is read without running it (:func:`read_config`); what it holds beyond
+    literals is left out with a warning, and a run whose dump cannot be read at all is
+    shown without config (method: the directory name).
+    """
     stamps = sorted(d for d in os.listdir(run_dir)
                     if TIMESTAMP.match(d) and osp.isdir(osp.join(run_dir, d)))
     name = osp.basename(osp.normpath(run_dir))
     config_path = _find_config(run_dir, stamps)
     cfg = task = None
     if config_path is not None:
-        cfg = Config.fromfile(config_path)
-        task = SCOPE_TASK.get(cfg.get('default_scope'))
+        cfg, problems = read_config(config_path)
+        if problems:
+            warnings.warn(f'results_table: {config_path}: '
+                          f'{"not read" if cfg is None else "partly read, left out"}: '
+                          f'{"; ".join(problems[:4])}{" ..." if len(problems) > 4 else ""}')
+        if cfg is not None and not isinstance(cfg.get('model'), dict):
+            cfg = None  # nothing to tell the method, backbone or experiment by
+        task = SCOPE_TASK.get(cfg.get('default_scope')) if cfg is not None else None
     vals: List[Evaluation] = []
     tests: List[Evaluation] = []
     for stamp in stamps:
@@ -487,20 +756,25 @@ def add_complexity(runs: List[Run], shape: Sequence[int], flops: bool, device: s
         exclude_sampling: leave interpolation / grid sampling out of ``macs``.
     """
     # runs of one model config (seeds, schedules) share one measurement
-    cache: Dict[Tuple[str, bool], Tuple[int, Optional[int]]] = {}
+    cache: Dict[Tuple[str, bool], Tuple[Optional[int], Optional[int]]] = {}
     for run in runs:
-        if run.config is None:
+        if run.config is None or not run.config.get('model'):
             continue
         key = (json.dumps(run.config.model.to_dict(), sort_keys=True, default=str), flops)
         if key not in cache:
-            if flops:
-                res = get_flops.measure(run.config, shape, device, run.config_path)
-                cache[key] = (res.params,
-                              res.macs - (res.sampling_macs if exclude_sampling else 0))
-            else:
-                model = get_flops.build_model(run.config)
-                cache[key] = (sum(p.numel() for p in model.parameters()), None)
-                del model
+            cache[key] = (None, None)
+            try:
+                if flops:
+                    res = get_flops.measure(run.config, shape, device, run.config_path)
+                    cache[key] = (res.params,
+                                  res.macs - (res.sampling_macs if exclude_sampling else 0))
+                else:
+                    model = get_flops.build_model(run.config)
+                    cache[key] = (sum(p.numel() for p in model.parameters()), None)
+                    del model
+            except Exception as err:  # noqa: BLE001  (a model this install cannot build)
+                warnings.warn(f'results_table: {run.path}: model not measured, no '
+                              f'params/GFLOPs ({cli.explain(err)[0][:300]})')
         run.params, run.macs = cache[key]
 
 
@@ -515,7 +789,7 @@ def assign_baselines(groups: List[RunGroup], name: Optional[str]) -> None:
 
     cands = [g for g in groups if g.task is not None and matches(g)]
     if name is not None and not cands:
-        raise ValueError(f'results_table: --baseline {name!r} matches no run (runs: '
+        raise cli.UsageError(f'results_table: --baseline {name!r} matches no run (runs: '
                          f'{", ".join(r.name for g in groups for r in g.runs)}; methods: '
                          f'{", ".join(sorted({g.method for g in groups}))})')
     for group in groups:
@@ -854,8 +1128,8 @@ def _metrics(task: str, args: argparse.Namespace) -> List[Metric]:
     every = {m.label.lower() for t in TASKS.values() for m in t['metrics']}
     unknown = [w for w in args.metrics or [] if w.lower() not in every]
     if unknown:
-        raise ValueError(f'results_table: unknown --metrics {unknown} (choose from '
-                         f"{[m.label for t in TASKS.values() for m in t['metrics']]})")
+        raise cli.UsageError(f'results_table: unknown --metrics {unknown} (choose from '
+                             f"{[m.label for t in TASKS.values() for m in t['metrics']]})")
     wanted = [w for w in args.metrics or [] if w.lower() in known]
     return [known[w.lower()] for w in wanted or TASKS[task]['default']]
 
@@ -874,17 +1148,23 @@ def collect(args: argparse.Namespace) -> List[RunGroup]:
     Runs without any evaluation (e.g. a training that crashed early) are skipped with a
     warning.
     """
-    runs = [read_run(d) for d in find_runs(args.work_dirs)]
+    runs = []
+    for run_dir in find_runs(args.work_dirs):
+        try:
+            runs.append(read_run(run_dir))
+        except Exception as err:  # noqa: BLE001  (e.g. a log that is a directory)
+            warnings.warn(f'results_table: {run_dir}: unreadable, skipped '
+                          f'({type(err).__name__}: {cli._one_line(str(err))[:200]})')
     skipped = [r for r in runs if r.task is None or not r.evaluations]
     for r in skipped:
         warnings.warn(f'results_table: {r.path}: no evaluation results found, skipped')
     runs = [r for r in runs if r not in skipped]
     if not runs:
-        raise SystemExit('results_table: no run with evaluation results under '
-                         + ', '.join(args.work_dirs))
+        raise cli.CLIError('results_table: no run with evaluation results under '
+                           + ', '.join(args.work_dirs))
     groups = group_runs(runs, by_seed=not args.per_run)
+    assign_baselines(groups, args.baseline)  # a --baseline matching nothing fails first
     add_complexity(runs, args.shape, not args.no_flops, args.device, args.exclude_sampling)
-    assign_baselines(groups, args.baseline)
     return groups
 
 
@@ -894,7 +1174,8 @@ def render(groups: List[RunGroup], args: argparse.Namespace) -> str:
 
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(
+    p = cli.ArgumentParser(
+        prog='results_table.py',
         description='Paper-style results table from mmengine work_dirs.')
     p.add_argument('work_dirs', nargs='*', default=['work_dirs'],
                    help='run directories (work_dirs/<config_name>) or folders of them '
@@ -922,6 +1203,10 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
                    help='where FLOPs are counted (see get_flops.py)')
     args = p.parse_args(argv)
     args.shape = get_flops.parse_shape(p, args.shape)
+    labels = [m.label for t in TASKS.values() for m in t['metrics']]
+    unknown = [w for w in args.metrics or [] if w.lower() not in map(str.lower, labels)]
+    if unknown:
+        p.error(f'argument --metrics: unknown {unknown} (choose from {labels})')
     return args
 
 
@@ -932,4 +1217,4 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
 
 if __name__ == '__main__':
-    sys.exit(main())
+    cli.run_cli(main, prog='results_table.py')

@@ -68,6 +68,8 @@ import torch.nn as nn  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 from torch import Tensor  # noqa: E402
 
+from fade_mm import cli  # noqa: E402
+
 #: Max relative error of onnxruntime against eager (float32) before the tool fails.
 MAX_REL_ERROR = 1e-4
 INPUT_NAME, OUTPUT_NAME = 'input', 'seg_logits'
@@ -78,11 +80,8 @@ class ExportError(Exception):
     """A problem with the tool's inputs, reported as one line (exit status 2)."""
 
 
-class _OneLineParser(argparse.ArgumentParser):
-    """argparse, but a usage error is one line (the full usage is in ``--help``)."""
-
-    def error(self, message: str) -> None:  # type: ignore[override]
-        self.exit(2, f'{self.prog}: error: {message} (see --help)\n')
+# argparse, but a usage error is one line (the full usage is in ``--help``); and --debug
+_OneLineParser = cli.ArgumentParser
 
 
 # --------------------------------------------------------------------------- graph rewrites
@@ -390,7 +389,6 @@ def default_check_shape(h: int, w: int) -> Tuple[int, int]:
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     """Parses the command line; usage errors exit with status 2 and one line."""
-    from mmengine.config import DictAction
     parser = _OneLineParser(
         prog=PROG, description='Export an mmseg segmentor (e.g. SegFormer / UPerNet with '
         'FADE) to ONNX with dynamic batch, height and width, and check it with onnxruntime. '
@@ -412,7 +410,7 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser.add_argument('--check-shape', type=int, nargs=2, metavar=('H', 'W'),
                         help='second shape of the check, at batch 2 (default: an odd shape '
                         'derived from --shape)')
-    parser.add_argument('--cfg-options', nargs='+', action=DictAction,
+    parser.add_argument('--cfg-options', nargs='+', action=cli.DictAction,
                         help='override settings of the config, key=value pairs')
     args = parser.parse_args(argv)
     _positive_pair(parser, '--shape', args.shape)
@@ -423,6 +421,10 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
         parser.error(f'argument config: no such file: {args.config}')
     if args.checkpoint is not None and not osp.isfile(args.checkpoint):
         parser.error(f'argument checkpoint: no such file: {args.checkpoint}')
+    try:
+        cli.check_config_file(args.config)
+    except cli.UsageError as err:
+        parser.error(str(err))
     return args
 
 
@@ -433,11 +435,16 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     out = args.out or osp.join('work_dirs', name, f'{name}.onnx')
     opset = args.opset or (18 if args.dynamo else 17)
     try:
+        if args.checkpoint is not None:  # empty, truncated, not a checkpoint: one line
+            cli.check_checkpoint(args.checkpoint, 'argument checkpoint')
         cfg = load_config(args.config, args.cfg_options)
         model, cleared = build_segmentor(cfg, args.checkpoint)
     except ExportError as err:
         print(f'{PROG}: error: {err}', file=sys.stderr)
         return 2
+    except cli.CLIError as err:
+        print(f'{PROG}: error: {err}', file=sys.stderr)
+        return err.status
     if args.checkpoint is None:
         print('no checkpoint: the model is randomly initialised (seed 0)')
     if cleared:
@@ -476,4 +483,4 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
 
 if __name__ == '__main__':
-    sys.exit(main())
+    cli.run_cli(main, prog=PROG)
