@@ -179,3 +179,37 @@ def test_inductor_on_cuda_equals_eager(name):
     assert len(grads[0]) == len(grads[1])
     for a, b in zip(grads[1], grads[0]):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize('name,cls,kwargs', ZOO, ids=IDS)
+def test_nan_pixel_never_gives_finite_children_on_cuda(name, cls, kwargs):
+    """CUDA's grid_sample clamps NaN positions like the CPU's: DySample must still mark them."""
+    m = build(cls, kwargs).to(DEVICE)
+    x, g = _inputs()
+    x[0, :, 1, 2] = float('nan')
+    with torch.no_grad():
+        out = m(x, g)
+    assert not out[0, :, 2:4, 4:6].isfinite().any()
+
+
+@pytest.mark.parametrize('name,cls,kwargs', ZOO, ids=IDS)
+def test_double_backward_on_cuda_equals_cpu(name, cls, kwargs):
+    """A gradient penalty (second derivatives) on CUDA: the CPU's numbers, float64."""
+    m = build(cls, kwargs).double()
+    x = torch.randn(1, 8, 3, 4, dtype=torch.float64)
+    g = torch.randn(1, 8, 6, 7, dtype=torch.float64)
+    results = []
+    for device in ('cpu', DEVICE):
+        mm = m.to(device)
+        xx = x.to(device).requires_grad_()
+        (grad,) = torch.autograd.grad(mm(xx, g.to(device)).square().sum(), xx,
+                                      create_graph=True)
+        params = [p for p in mm.parameters() if p.requires_grad]
+        penalty = grad.square().sum()
+        second = torch.autograd.grad(penalty, [xx] + params, allow_unused=True)
+        results.append([t.cpu() if t is not None else None for t in (penalty, *second)])
+        mm.zero_grad(set_to_none=True)
+    for a, b in zip(*results):
+        assert (a is None) == (b is None)
+        if a is not None:
+            torch.testing.assert_close(b, a, rtol=1e-7, atol=1e-9)
