@@ -185,48 +185,97 @@ def test_find_upsamplers_and_arguments():
 
 
 def test_compare_tool_titles():
+    """Panels are titled as the papers' tables name the upsampler (fade_mm.tools)."""
     tool = _tool()
-    titles = {up: tool.upsampler_title(Config.fromfile(os.path.join(
+    titles = {up: tool.method_label(Config.fromfile(os.path.join(
         SEG, f'segformer_mit-b0_{up}_{TAIL}'))) for up in ('fade', 'fade-nogate', 'bilinear')}
-    assert titles == {'fade': 'FADE', 'fade-nogate': "FADE (fusion='none')",
-                      'bilinear': 'bilinear'}
-    det = Config.fromfile(os.path.join(CFG, 'faster_rcnn', 'faster-rcnn_r50_fpncarafe-fade_8xb2-1x_coco.py'))
-    assert tool.upsampler_title(det) == 'FADE'
+    assert titles == {'fade': 'FADE', 'fade-nogate': 'FADE w/o gate', 'bilinear': 'Bilinear'}
+    det = Config.fromfile(os.path.join(CFG, 'faster_rcnn',
+                                       'faster-rcnn_r50_fpncarafe-fade_8xb2-1x_coco.py'))
+    assert tool.method_label(det) == 'FADE'
     with pytest.raises(SystemExit):
         tool.parse_args(['no-colon', '--img', 'x.jpg', '--out', 'y.png'])
 
 
-def test_compare_tool_two_seg_checkpoints(runs, capsys):
+def _bilinear_checkpoint(runs, meta=True):
+    """The bilinear SegFormer-B0 on the synthetic data, built and saved by hand in mmengine's
+    checkpoint format (``meta=False``: a bare ``{'state_dict': ...}``)."""
     from mmengine.runner import save_checkpoint
     from mmseg.registry import MODELS
 
     from fade_mm.configs import apply_overlay
     tmp, hooked = runs['tmp'], runs['hooked']
-    # the FADE model: the runner's checkpoint and the config it dumped into its work dir
-    fade_cfg = os.path.join(hooked.work_dir, 'hooked.py')
-    fade_ckpt = os.path.join(hooked.work_dir, f'iter_{ITERS}.pth')
-    # the bilinear model: built and saved by hand, in mmengine's checkpoint format
     cfg = Config.fromfile(os.path.join(SEG, f'segformer_mit-b0_bilinear_{TAIL}'))
     apply_overlay(cfg, os.path.join(CFG, '_base_', 'synthetic_ade.py'),
                   data_root=tmp / 'data')
-    bil_cfg, bil_ckpt = str(tmp / 'bilinear.py'), str(tmp / 'bilinear.pth')
+    name = 'bilinear' if meta else 'bilinear_bare'
+    bil_cfg, bil_ckpt = str(tmp / f'{name}.py'), str(tmp / f'{name}.pth')
     cfg.dump(bil_cfg)
+    torch.manual_seed(0)
     model = MODELS.build(cfg.model)
     model.init_weights()
-    save_checkpoint({'state_dict': model.state_dict(),
-                     'meta': {'dataset_meta': hooked.train_dataloader.dataset.metainfo}},
-                    bil_ckpt)
+    ckpt = {'state_dict': model.state_dict()}
+    if meta:
+        ckpt['meta'] = {'dataset_meta': hooked.train_dataloader.dataset.metainfo}
+    save_checkpoint(ckpt, bil_ckpt)
+    return bil_cfg, bil_ckpt
+
+
+def test_compare_tool_two_seg_checkpoints(runs, capsys):
+    tmp, hooked = runs['tmp'], runs['hooked']
+    # the FADE model: the runner's checkpoint and the config it dumped into its work dir
+    fade_cfg = os.path.join(hooked.work_dir, 'hooked.py')
+    fade_ckpt = os.path.join(hooked.work_dir, f'iter_{ITERS}.pth')
+    bil_cfg, bil_ckpt = _bilinear_checkpoint(runs)
     img = runs['info']['splits']['validation']['images'][0]
     out = tmp / 'cmp' / 'compare.png'
     assert _tool().main([f'{fade_cfg}:{fade_ckpt}', f'{bil_cfg}:{bil_ckpt}', '--img', img,
                          '--out', str(out)]) == 0
-    assert 'wrote' in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert 'wrote' in printed and 'Loads checkpoint' not in printed
     png = _read(out)
     src = _read(img)
     # three panels (input, FADE, bilinear) side by side, each at least the image's width
     assert png.shape[1] > 3 * src.shape[1] and png.shape[1] > png.shape[0]
     assert png.std() > 10
     assert len(glob.glob(str(tmp / 'cmp' / '*.png'))) == 1
+
+
+def test_compare_tool_panel_is_mmseg_visualizer_drawing(runs):
+    """A panel is SegLocalVisualizer's drawing of mmseg's inference_model result, with the
+    classes of the checkpoint; a bare state dict takes them from the config's dataset."""
+    from mmseg.apis import inference_model, init_model
+    from mmseg.visualization import SegLocalVisualizer
+
+    tool = _tool()
+    img = runs['info']['splits']['validation']['images'][0]
+    rgb = tool.read_rgb(img)
+    for meta in (True, False):
+        cfg, ckpt = _bilinear_checkpoint(runs, meta=meta)
+        pred = tool.Predictor(cfg, ckpt)
+        assert pred.title == 'Bilinear' and pred.scope == 'mmseg'
+        classes = runs['hooked'].train_dataloader.dataset.metainfo['classes']
+        assert tuple(pred.model.dataset_meta['classes']) == tuple(classes)
+        panel = pred.draw(rgb, pred(img), opacity=0.7)
+        assert panel.shape == rgb.shape
+        if meta:  # the same as drawing mmseg's own way
+            model = init_model(cfg, ckpt, device='cpu')
+            vis = SegLocalVisualizer(name='reference', alpha=0.7)
+            vis.dataset_meta = dict(classes=model.dataset_meta['classes'],
+                                    palette=model.dataset_meta['palette'])
+            vis.add_datasample('ref', rgb, inference_model(model, img), draw_gt=False)
+            np.testing.assert_array_equal(panel, vis.get_image())
+
+
+def test_compare_tool_refuses_another_models_checkpoint(runs, capsys):
+    """init_model loads non-strictly; the tool turns the mismatch into its one-line error."""
+    from fade_mm import cli
+    hooked = runs['hooked']
+    fade_ckpt = os.path.join(hooked.work_dir, f'iter_{ITERS}.pth')
+    bil_cfg, _ = _bilinear_checkpoint(runs)
+    with pytest.raises(cli.CLIError, match='does not fit the model of'):
+        _tool().Predictor(bil_cfg, fade_ckpt)
+    assert 'do not match exactly' not in capsys.readouterr().out
 
 
 @pytest.mark.parametrize('mode', ['energy', 'pca'])

@@ -1,6 +1,7 @@
 #!/usr/bin/env python
 """Run several trained detectors or segmentors on one image and show their predictions
-side by side, titled by upsampler (the config's ``upsample_cfg`` type)::
+side by side, titled by upsampler as the papers' tables name it
+(:func:`fade_mm.tools.method_label`: ``FADE``, ``FADE w/o gate``, ``Bilinear``, ...)::
 
     python tools/analysis_tools/compare_predictions.py \\
         work_dirs/fade/segformer_mit-b0_fade_....py:work_dirs/fade/iter_160000.pth \\
@@ -8,37 +9,43 @@ side by side, titled by upsampler (the config's ``upsample_cfg`` type)::
         --img demo.jpg --out compare.png
 
 Each model is detection or segmentation by its config's ``default_scope`` (``mmdet`` /
-``mmseg``); the two may be mixed. Detection: boxes with class and score above
-``--score-thr``; segmentation: class colours blended over the image, with class boundaries.
-Use the config saved in the work dir next to the checkpoint: it carries the training-time
-changes (e.g. the number of classes of the synthetic-data overlay).
+``mmseg``); the two may be mixed. The frameworks do the work: ``mmdet.apis.init_detector``
+and ``inference_detector``, ``mmseg.apis.init_model`` and ``inference_model``, drawn by
+mmdet's ``DetLocalVisualizer`` (boxes, masks with class and score above ``--score-thr``) and
+mmseg's ``SegLocalVisualizer`` (class colours at ``--opacity``, with class names). Class
+names come from the checkpoint's ``dataset_meta``, as those functions read them. Use the
+config saved in the work dir next to the checkpoint: it carries the training-time changes
+(e.g. the number of classes of the synthetic-data overlay).
 
-Checkpoints load with ``torch.load(weights_only=True)`` and fade_mm's allow-list of what
-mmengine runner checkpoints hold (:mod:`fade_mm.compat`); ``--trust-checkpoint`` unpickles
-trusted files that need more in full.
+Checkpoints load through mmengine's ``load_checkpoint``, which fade_mm replaces for local
+files by ``torch.load(weights_only=True)`` with an allow-list of what mmengine runner
+checkpoints hold (:mod:`fade_mm.compat`); ``--trust-checkpoint`` unpickles trusted files that
+need more in full. A checkpoint that does not fit its config's model is an error (the
+frameworks' functions load non-strictly and only print the mismatch).
 """
 from __future__ import annotations
 
 import argparse
-import colorsys
 import contextlib
+import io
 import os
 import os.path as osp
 import sys
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, List, Optional, Sequence
 
 import cv2
 import numpy as np
-import torch
-from mmengine.config import Config
-from mmengine.registry import DefaultScope
 
-sys.path.insert(0, osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))))
-from fade_mm import cli  # noqa: E402  (the repository, also without `pip install -e .`)
+REPO_ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
+if REPO_ROOT not in sys.path:
+    sys.path.insert(0, REPO_ROOT)  # usable from a checkout without `pip install -e .`
 
-SCOPES = ('mmdet', 'mmseg')
-# no upsample_cfg: what the adapters then do themselves
-_DEFAULT_UPSAMPLER = {'mmdet': 'NearestUpsample', 'mmseg': 'bilinear'}
+from fade_mm import cli  # noqa: E402
+from fade_mm.tools import method_label, register_scope, scope_of  # noqa: E402
+
+# what mmengine's load_checkpoint prints (logger=None, as the init functions call it)
+_MISMATCH = 'The model and loaded state dict do not match exactly'
+_LOADING = 'Loads checkpoint by '
 
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
@@ -80,88 +87,117 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     return args
 
 
-def _scope(cfg: Config) -> str:
-    scope = cfg.get('default_scope')
-    if scope not in SCOPES:
-        raise cli.UsageError(f'{cfg.filename}: default_scope must be one of {SCOPES} to '
-                             f'tell detection from segmentation, got {scope!r}')
-    return scope
+def read_rgb(path: str) -> np.ndarray:
+    """The image as RGB ``uint8``; a one-line error when OpenCV cannot read it."""
+    img = cv2.imread(path, cv2.IMREAD_COLOR)
+    if img is None:
+        raise cli.CLIError(f'--img {path}: not an image OpenCV can read')
+    return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
 
 
-def _register(scope: str) -> None:
-    # datasets, transforms and models of the scope; fade_mm's adapters for configs that do
-    # not list them in custom_imports
-    if scope == 'mmdet':
-        from mmdet.utils import register_all_modules
-        import fade_mm.det  # noqa: F401
-    else:
-        from mmseg.utils import register_all_modules
-        import fade_mm.seg  # noqa: F401
-    register_all_modules(init_default_scope=False)
+class Predictor:
+    """One model of the comparison, loaded by ``init_detector`` / ``init_model``.
 
+    Args:
+        config: Config file (its ``custom_imports`` are imported).
+        checkpoint: Checkpoint file.
+        device: Torch device of the model.
+        trust_checkpoint: Unpickle a local checkpoint in full when it needs more than the
+            runner-checkpoint allow-list.
 
-def _find_key(node: Any, key: str) -> Tuple[bool, Any]:
-    if isinstance(node, dict):
-        if key in node:
-            return True, node[key]
-        for value in node.values():
-            found, got = _find_key(value, key)
-            if found:
-                return True, got
-    elif isinstance(node, (list, tuple)):
-        for value in node:
-            found, got = _find_key(value, key)
-            if found:
-                return True, got
-    return False, None
+    Raises:
+        fade_mm.cli.CLIError: When the checkpoint does not fit the config's model.
+    """
 
+    def __init__(self, config: str, checkpoint: str, device: str = 'cpu',
+                 trust_checkpoint: bool = False) -> None:
+        from mmengine.config import Config
+        from mmengine.registry import DefaultScope
 
-def upsampler_title(cfg: Config) -> str:
-    """Upsampler of a config as a short title, e.g. ``"FADE"``, ``"FADE (fusion='none')"``."""
-    found, up = _find_key(cfg.model, 'upsample_cfg')
-    if not found:
-        return '?'
-    if up is None:
-        return _DEFAULT_UPSAMPLER.get(cfg.get('default_scope'), 'none')
-    up = dict(up)
-    name = str(up.pop('type', '?'))
-    up.pop('_delete_', None)
-    if up:  # ablation switches (fusion='none', kernel_source=...) tell configs apart
-        name += ' (' + ', '.join(f'{k}={v!r}' for k, v in sorted(up.items())) + ')'
-    return name
+        from fade_mm.compat import install_safe_checkpoint_loading, local_checkpoints_trusted
 
+        self.cfg = Config.fromfile(config)
+        self.scope = scope_of(self.cfg, config)
+        register_scope(self.scope)
+        self.title = method_label(self.cfg)
+        self.name = osp.splitext(osp.basename(config))[0]
+        install_safe_checkpoint_loading()
+        printed = io.StringIO()
+        with DefaultScope.overwrite_default_scope(self.scope), \
+                (local_checkpoints_trusted() if trust_checkpoint else contextlib.nullcontext()):
+            with contextlib.redirect_stdout(printed):
+                model = self._init(checkpoint, device)
+            self._check_fit(printed.getvalue(), config, checkpoint)
+            if model is None:
+                model = self._init_bare(checkpoint, device)
+        # SyncBN has no single-process path on every device; BN computes the same in eval
+        from mmengine.model import revert_sync_batchnorm
+        self.model = revert_sync_batchnorm(model)
 
-def _load_weights(model: torch.nn.Module, checkpoint: str,
-                  trust: bool = False) -> Dict[str, Any]:
-    from mmengine.runner import load_checkpoint
+    def _init(self, checkpoint: str, device: str) -> Any:
+        if self.scope == 'mmdet':
+            from mmdet.apis import init_detector
+            return init_detector(self.cfg, checkpoint, device=device)
+        from mmseg.apis import init_model
+        try:
+            return init_model(self.cfg, checkpoint, device=device)
+        except KeyError as err:
+            if err.args != ('meta',):
+                raise
+            return None  # mmseg 1.2.2 reads checkpoint['meta'] unguarded: a bare state dict
 
-    from fade_mm.compat import install_safe_checkpoint_loading, local_checkpoints_trusted
+    def _init_bare(self, checkpoint: str, device: str) -> Any:
+        """A segmentor from a checkpoint without ``meta``: classes from the config's test
+        dataset (as ``init_detector`` takes the palette from it)."""
+        from mmengine.runner import load_checkpoint
+        from mmseg.apis import init_model
+        from mmseg.registry import DATASETS
 
-    install_safe_checkpoint_loading()
-    with local_checkpoints_trusted() if trust else contextlib.nullcontext():
-        ckpt = load_checkpoint(model, checkpoint, map_location='cpu', strict=True,
-                               logger='silent')
-    return ckpt.get('meta', {}) if isinstance(ckpt, dict) else {}
+        model = init_model(self.cfg, None, device=device)
+        load_checkpoint(model, checkpoint, map_location='cpu', strict=True, logger='silent')
+        dataset = DATASETS.build(dict(self.cfg.test_dataloader.dataset, lazy_init=True))
+        model.dataset_meta = dict(dataset.metainfo)
+        return model
 
+    @staticmethod
+    def _check_fit(printed: str, config: str, checkpoint: str) -> None:
+        """Refuses a checkpoint of another model; echoes what loading printed besides the
+        loader's own line."""
+        if _MISMATCH in printed:
+            detail = ' '.join(printed[printed.index(_MISMATCH) + len(_MISMATCH):].split())
+            raise cli.CLIError(f'CHECKPOINT {checkpoint} does not fit the model of {config}: '
+                               f'{detail[:300]}')
+        rest = [line for line in printed.splitlines() if not line.startswith(_LOADING)]
+        if any(rest):
+            print('\n'.join(rest))
 
-def _dataset_meta(cfg: Config, meta: Dict[str, Any]) -> Dict[str, Any]:
-    dataset_meta = dict(meta.get('dataset_meta') or {})
-    if not dataset_meta.get('classes'):
-        for key in ('test_dataloader', 'val_dataloader', 'train_dataloader'):
-            found, metainfo = _find_key((cfg.get(key) or {}).get('dataset'), 'metainfo')
-            if found and metainfo and metainfo.get('classes'):
-                dataset_meta = dict(metainfo)
-                break
-    return dataset_meta
+    def __call__(self, img_path: str) -> Any:
+        """The model's data sample for ``img_path`` (predictions at the image's size)."""
+        from mmengine.registry import DefaultScope
 
+        with DefaultScope.overwrite_default_scope(self.scope):
+            if self.scope == 'mmdet':
+                from mmdet.apis import inference_detector
+                return inference_detector(self.model, img_path)
+            from mmseg.apis import inference_model
+            return inference_model(self.model, img_path)
 
-def _palette(dataset_meta: Dict[str, Any], n: int) -> np.ndarray:
-    """``(n, 3)`` RGB: the dataset's palette, else evenly spaced hues."""
-    pal = dataset_meta.get('palette')
-    if pal is not None and len(pal) >= n:
-        return np.asarray(pal[:n], np.uint8).reshape(n, 3)
-    hues = [colorsys.hsv_to_rgb((i * 0.618034) % 1, 0.75, 0.95) for i in range(n)]
-    return (np.asarray(hues) * 255).astype(np.uint8).reshape(n, 3)
+    def draw(self, img_rgb: np.ndarray, sample: Any, score_thr: float = 0.3,
+             opacity: float = 0.5) -> np.ndarray:
+        """The prediction drawn over ``img_rgb`` by the framework's visualizer (RGB)."""
+        meta = self.model.dataset_meta
+        if self.scope == 'mmdet':
+            from mmdet.visualization import DetLocalVisualizer
+            vis = DetLocalVisualizer(name='compare_predictions')
+            vis.dataset_meta = meta
+            options = dict(pred_score_thr=score_thr)
+        else:
+            from mmseg.visualization import SegLocalVisualizer
+            vis = SegLocalVisualizer(name='compare_predictions', alpha=opacity)
+            vis.dataset_meta = dict(classes=meta['classes'], palette=meta['palette'])
+            options = {}
+        vis.add_datasample(self.name, img_rgb, sample, draw_gt=False, show=False, **options)
+        return vis.get_image()
 
 
 def _wrap(name: str, width: int) -> str:
@@ -177,116 +213,26 @@ def _wrap(name: str, width: int) -> str:
     return '\n'.join(lines)
 
 
-class Predictor:
-    """One model of the comparison: config, weights, scope and class metadata."""
-
-    def __init__(self, config: str, checkpoint: str, device: str = 'cpu',
-                 trust_checkpoint: bool = False) -> None:
-        from mmengine.model import revert_sync_batchnorm
-        from mmengine.registry import MODELS
-
-        self.cfg = Config.fromfile(config)  # imports the config's custom_imports
-        self.scope = _scope(self.cfg)
-        _register(self.scope)
-        self.title = upsampler_title(self.cfg)
-        self.name = osp.splitext(osp.basename(config))[0]
-        model_cfg = self.cfg.model.copy()
-        if self.scope == 'mmseg':
-            model_cfg.train_cfg = None  # as mmseg's init_model; mmdet detectors require it
-        with DefaultScope.overwrite_default_scope(self.scope):
-            # SyncBN has no single-process CPU path; BN computes the same in eval mode
-            model = revert_sync_batchnorm(MODELS.build(model_cfg))
-        meta = _load_weights(model, checkpoint, trust_checkpoint)
-        self.model = model.to(device).eval()
-        self.dataset_meta = _dataset_meta(self.cfg, meta)
-
-    def __call__(self, img_path: str) -> Any:
-        """The model's data sample for ``img_path`` (predictions at the image's size)."""
-        from mmengine.dataset import Compose, pseudo_collate
-
-        from fade_mm.visualization import inference_pipeline_cfg
-
-        with DefaultScope.overwrite_default_scope(self.scope):
-            pipeline = Compose(inference_pipeline_cfg(self.cfg))
-            batch = pseudo_collate([pipeline(dict(img_path=img_path, img_id=0))])
-            with torch.no_grad():
-                return self.model.test_step(batch)[0]
-
-
-def draw_seg(ax: Any, img_rgb: np.ndarray, sample: Any, dataset_meta: Dict[str, Any],
-             opacity: float) -> None:
-    """Class colours over the image, class boundaries in white, legend of present classes."""
-    from matplotlib.patches import Patch
-
-    seg = sample.pred_sem_seg.data[0].cpu().numpy().astype(np.int64)
-    classes = list(dataset_meta.get('classes') or [])
-    n = max(len(classes), int(seg.max()) + 1)
-    pal = _palette(dataset_meta, n)
-    blend = img_rgb.astype(np.float32) * (1 - opacity) + pal[seg] * opacity
-    edge = np.zeros(seg.shape, bool)
-    edge[:, 1:] |= seg[:, 1:] != seg[:, :-1]
-    edge[1:, :] |= seg[1:, :] != seg[:-1, :]
-    blend[edge] = 255
-    ax.imshow(blend.astype(np.uint8), interpolation='nearest')
-    ids, counts = np.unique(seg, return_counts=True)
-    top = ids[np.argsort(-counts)][:8]  # the legend must not hide the panel
-    handles = [Patch(color=pal[i] / 255, label=classes[i] if i < len(classes) else str(i))
-               for i in top]
-    ax.legend(handles=handles, loc='upper center', bbox_to_anchor=(0.5, -0.01), ncol=2,
-              fontsize=7, frameon=False, handlelength=1)
-
-
-def draw_det(ax: Any, img_rgb: np.ndarray, sample: Any, dataset_meta: Dict[str, Any],
-             score_thr: float) -> None:
-    """Boxes above ``score_thr``, coloured by class, with class name and score."""
-    from matplotlib.patches import Rectangle
-
-    ax.imshow(img_rgb)
-    inst = sample.pred_instances
-    keep = inst.scores >= score_thr
-    boxes = inst.bboxes[keep].cpu().numpy()
-    scores = inst.scores[keep].cpu().numpy()
-    labels = inst.labels[keep].cpu().numpy()
-    classes = list(dataset_meta.get('classes') or [])
-    pal = _palette(dataset_meta, max(len(classes), int(labels.max(initial=-1)) + 1, 1)) / 255
-    for (x1, y1, x2, y2), score, label in zip(boxes, scores, labels):
-        colour = pal[label]
-        ax.add_patch(Rectangle((x1, y1), x2 - x1, y2 - y1, fill=False, edgecolor=colour,
-                               linewidth=1.5))
-        name = classes[label] if label < len(classes) else str(label)
-        ax.text(x1, y1, f'{name} {score:.2f}', fontsize=6, color='white', va='bottom',
-                bbox=dict(facecolor=colour, alpha=0.8, pad=0.5, edgecolor='none'),
-                clip_on=True)  # labels at the top edge must not cover the panel's title
-    ax.set_xlim(0, img_rgb.shape[1])
-    ax.set_ylim(img_rgb.shape[0], 0)
-
-
-def render(img_path: str, predictors: List[Predictor], samples: List[Any], out: str,
-           score_thr: float = 0.3, opacity: float = 0.5, show_input: bool = True) -> None:
-    """Writes the side-by-side figure to ``out`` (PNG)."""
+def render(img_rgb: np.ndarray, predictors: List[Predictor], panels: List[np.ndarray],
+           out: str, show_input: bool = True) -> None:
+    """Writes the panels side by side to ``out`` (PNG), each titled by its upsampler and
+    config name."""
     # the Figure API, not pyplot: no GUI backend is touched, so it runs headless and leaves
     # the caller's matplotlib state alone
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    img = cv2.imread(img_path, cv2.IMREAD_COLOR)
-    if img is None:
-        raise cli.CLIError(f'--img {img_path}: not an image OpenCV can read')
-    img = cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
-    h, w = img.shape[:2]
-    n = len(predictors) + int(show_input)
+    h, w = img_rgb.shape[:2]
+    n = len(panels) + int(show_input)
     panel_w = max(3.0, w / 100)
-    fig = Figure(figsize=(n * panel_w, panel_w * h / w + 1.2), dpi=100)
+    fig = Figure(figsize=(n * panel_w, panel_w * h / w + 0.8), dpi=100)
     FigureCanvasAgg(fig)
     axes = fig.subplots(1, n, squeeze=False)[0]
     if show_input:
-        axes[0].imshow(img)
+        axes[0].imshow(img_rgb)
         axes[0].set_title(f'input {w}x{h}', fontsize=9)
-    for ax, pred, sample in zip(axes[int(show_input):], predictors, samples):
-        if pred.scope == 'mmdet':
-            draw_det(ax, img, sample, pred.dataset_meta, score_thr)
-        else:
-            draw_seg(ax, img, sample, pred.dataset_meta, opacity)
+    for ax, pred, panel in zip(axes[int(show_input):], predictors, panels):
+        ax.imshow(panel)
         # config stems are long (..._1xb16-160k_ade20k-512x512): wrap, or neighbours overlap
         name = _wrap(pred.name, int(panel_w * 100 / 7))
         ax.set_title(pred.title, fontsize=10, fontweight='bold', pad=18 + 8 * name.count('\n'))
@@ -299,13 +245,13 @@ def render(img_path: str, predictors: List[Predictor], samples: List[Any], out: 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parse_args(argv)
-    predictors, samples = [], []
+    img = read_rgb(args.img)
+    predictors, panels = [], []
     for config, checkpoint in args.models:
         pred = Predictor(config, checkpoint, args.device, args.trust_checkpoint)
         predictors.append(pred)
-        samples.append(pred(args.img))
-    render(args.img, predictors, samples, args.out, args.score_thr, args.opacity,
-           not args.no_input)
+        panels.append(pred.draw(img, pred(args.img), args.score_thr, args.opacity))
+    render(img, predictors, panels, args.out, not args.no_input)
     print(f'wrote {args.out}')
     return 0
 

@@ -13,33 +13,41 @@ from __future__ import annotations
 
 import argparse
 import json
+import os.path as osp
 import subprocess
 import sys
+from typing import List, Optional, Sequence, Tuple
 
 import torch
-from mmengine.registry import MODELS
 
-import fade_mm
-from fade_mm.profiling import count_flops, median_time, peak_rss_mb, rss_mb
+REPO_ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
+if REPO_ROOT not in sys.path:
+    sys.path.insert(0, REPO_ROOT)  # usable from a checkout without `pip install -e .`
 
-# Row order of the papers' complexity tables; any other registered upsampler follows.
+import fade_mm  # noqa: E402  (registers the upsamplers in mmengine's MODELS)
+from fade_mm import cli  # noqa: E402
+from fade_mm.profiling import count_flops, median_time, peak_rss_mb, rss_mb  # noqa: E402
+from fade_mm.tools import upsampler_label  # noqa: E402
+
+# Row order of the papers' complexity tables; any other registered upsampler follows. Rows
+# are named as results_table.py names them (fade_mm.tools.upsampler_label).
 ROWS = [
-    ('Nearest', dict(type='NearestUpsample')),
-    ('Bilinear', dict(type='BilinearUpsample')),
-    ('Deconv', dict(type='DeconvUpsample')),
-    ('PixelShuffle', dict(type='PixelShuffleUpsample')),
-    ('CARAFE', dict(type='CARAFEUpsample')),
-    ('IndexNet', dict(type='IndexNet')),
-    ('A2U', dict(type='A2U')),
-    ('SAPA-I', dict(type='SAPA', variant='I')),
-    ('SAPA-B', dict(type='SAPA', variant='B')),
-    ('SAPA-G', dict(type='SAPA', variant='G')),
-    ('DySample (lp)', dict(type='DySample', style='lp')),
-    ('DySample+ (lp, dyscope)', dict(type='DySample', style='lp', dyscope=True)),
-    ('DySample-S (pl)', dict(type='DySample', style='pl')),
-    ('DySample-S+ (pl, dyscope)', dict(type='DySample', style='pl', dyscope=True)),
-    ('FADE', dict(type='FADE')),
-    ('FADE-Lite', dict(type='FADELite')),
+    dict(type='NearestUpsample'),
+    dict(type='BilinearUpsample'),
+    dict(type='DeconvUpsample'),
+    dict(type='PixelShuffleUpsample'),
+    dict(type='CARAFEUpsample'),
+    dict(type='IndexNet'),
+    dict(type='A2U'),
+    dict(type='SAPA', variant='I'),
+    dict(type='SAPA', variant='B'),
+    dict(type='SAPA', variant='G'),
+    dict(type='DySample', style='lp'),
+    dict(type='DySample', style='lp', dyscope=True),
+    dict(type='DySample', style='pl'),
+    dict(type='DySample', style='pl', dyscope=True),
+    dict(type='FADE'),
+    dict(type='FADELite'),
 ]
 
 
@@ -47,11 +55,12 @@ ROWS = [
 ALIASES = {'CARAFE'}
 
 
-def all_rows():
-    listed = {cfg['type'] for _, cfg in ROWS} | ALIASES
-    extra = [(name, dict(type=name)) for name in fade_mm.upsamplers.__all__
+def all_rows() -> List[Tuple[str, dict]]:
+    """``(label, upsample_cfg)`` of every row: :data:`ROWS`, then the other upsamplers."""
+    listed = {cfg['type'] for cfg in ROWS} | ALIASES
+    extra = [dict(type=name) for name in fade_mm.upsamplers.__all__
              if name not in listed and isinstance(getattr(fade_mm.upsamplers, name), type)]
-    return ROWS + extra
+    return [(upsampler_label(cfg), cfg) for cfg in ROWS + extra]
 
 
 def _sync(device):
@@ -59,7 +68,9 @@ def _sync(device):
         torch.cuda.synchronize()
 
 
-def worker(cfg: dict, args) -> dict:
+def worker(cfg: dict, args: argparse.Namespace) -> dict:
+    from mmengine.registry import MODELS
+
     dev = args.device
     m = MODELS.build(dict(cfg, in_channels=args.channels, scale_factor=2)).to(dev)
     n, c = args.size, args.channels
@@ -94,15 +105,16 @@ def worker(cfg: dict, args) -> dict:
                 total=median_time(step, args.repeats), peak_mb=peak)
 
 
-def main() -> int:
-    p = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    p = cli.ArgumentParser(prog='upsampler_complexity.py',
+                           description=__doc__.split('\n')[0])
     p.add_argument('--size', type=int, default=120, help='input side (120)')
     p.add_argument('--channels', type=int, default=256)
     p.add_argument('--repeats', type=int, default=5)
     p.add_argument('--device', choices=['cpu', 'cuda', 'all'], default='all',
                    help="'all': CPU, then CUDA when available")
     p.add_argument('--worker', help=argparse.SUPPRESS)
-    args = p.parse_args()
+    args = p.parse_args(argv)
     if args.worker:
         print(json.dumps(worker(json.loads(args.worker), args)))
         return 0
@@ -133,4 +145,4 @@ def main() -> int:
 
 
 if __name__ == '__main__':
-    sys.exit(main())
+    cli.run_cli(main, prog='upsampler_complexity.py')

@@ -69,6 +69,7 @@ import torch.nn.functional as F  # noqa: E402
 from torch import Tensor  # noqa: E402
 
 from fade_mm import cli  # noqa: E402
+from fade_mm.tools import build_model, register_scope  # noqa: E402
 
 #: Max relative error of onnxruntime against eager (float32) before the tool fails.
 MAX_REL_ERROR = 1e-4
@@ -244,9 +245,7 @@ def load_config(path: str, cfg_options: Optional[Dict[str, Any]]):
     if scope != 'mmseg':
         raise ExportError(f'{path}: default_scope must be \'mmseg\' (a segmentor config), '
                           f'got {scope!r}')
-    from mmseg.utils import register_all_modules
-    register_all_modules(init_default_scope=False)  # builds go through mmseg's MODELS
-    import fade_mm.seg  # noqa: F401  (the heads; installs the safe checkpoint loading)
+    register_scope(scope)  # the heads; installs the safe checkpoint loading
     return cfg
 
 
@@ -256,35 +255,22 @@ def build_segmentor(cfg, checkpoint: Optional[str]) -> Tuple[nn.Module, List[str
     Returns:
         The model and the pretrained sources that were cleared from the config.
     """
-    from mmengine.logging import MMLogger
-    from mmengine.model import revert_sync_batchnorm
-    from mmengine.runner import load_checkpoint
-    from mmseg.registry import MODELS
-
     from fade_mm.compat import UntrustedCheckpointError
     from fade_mm.configs import clear_pretrained
 
     cleared = clear_pretrained(cfg)  # offline: nothing is downloaded, with or without CKPT
     torch.manual_seed(0)
-    model = MODELS.build(cfg.model)
-    logger = MMLogger.get_current_instance()
-    level = logger.level
-    logger.setLevel(logging.WARNING)  # init_weights logs every parameter's initialiser
     try:
-        model.init_weights()
-    finally:
-        logger.setLevel(level)
-    if checkpoint is not None:
-        try:
-            load_checkpoint(model, checkpoint, map_location='cpu', strict=True,
-                            logger='silent')
-        except UntrustedCheckpointError as err:
-            raise ExportError(str(err).splitlines()[0]) from err
-        except RuntimeError as err:  # strict: missing or unexpected keys, shape mismatches
-            raise ExportError(f'{checkpoint} does not fit the model of the config: '
-                              f'{" ".join(str(err).split())[:400]}') from err
-    # SyncBN (the configs' norm) has no CPU or ONNX form; in eval mode it is plain BN.
-    return revert_sync_batchnorm(model).eval(), cleared
+        # SyncBN (the configs' norm) has no CPU or ONNX form: build_model makes it plain BN
+        model = build_model(cfg, checkpoint, init_weights=True)
+    except UntrustedCheckpointError as err:
+        raise ExportError(str(err).splitlines()[0]) from err
+    except RuntimeError as err:  # strict: missing or unexpected keys, shape mismatches
+        if checkpoint is None or 'do not match' not in str(err):
+            raise
+        raise ExportError(f'{checkpoint} does not fit the model of the config: '
+                          f'{" ".join(str(err).split())[:400]}') from err
+    return model, cleared
 
 
 def preprocessing(cfg) -> Dict[str, Any]:
