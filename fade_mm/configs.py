@@ -9,19 +9,52 @@ from mmengine.config import Config
 DATALOADERS = ('train_dataloader', 'val_dataloader', 'test_dataloader')
 
 
+# Top-level helper variables of the dataset bases (configs/_base_/datasets/synthetic_*.py),
+# not settings: an overlay does not carry them into the config it is merged over.
+OVERLAY_HELPERS = ('data_root', 'dataset_type', 'classes', 'crop_size', 'scale', 'img_ratios',
+                   'backend_args', '_dataset')
+
+
+def merge_where_present(dst: Any, src: dict) -> None:
+    """Merges ``src`` into the dict ``dst`` where ``dst`` has the parts ``src`` names.
+
+    A dict value of ``src`` is merged into ``dst``'s dict of the same key (into each dict of a
+    list, e.g. a cascade's ``bbox_head``) and skipped when ``dst`` has no such key; any other
+    value is set. So an overlay's ``model=dict(roi_head=..., bbox_head=...)`` fixes the class
+    count of a two-stage and of a single-stage detector alike, without adding a head.
+    """
+    for key, value in src.items():
+        if not isinstance(value, dict):
+            dst[key] = value
+            continue
+        here = dst.get(key)
+        for part in here if isinstance(here, (list, tuple)) else [here]:
+            if isinstance(part, dict):
+                merge_where_present(part, value)
+
+
 def apply_overlay(cfg: Config, overlay: str, data_root: Optional[str] = None,
                   work_dir: Optional[str] = None) -> Config:
     """Merge an overlay config file (e.g. ``configs/_base_/synthetic_ade.py``) over ``cfg``.
 
-    Lists (pipelines, evaluators) in the overlay replace the config's, dicts merge key by key.
-    ``data_root`` re-points every dataloader (the overlay's own default is
-    ``data/synthetic/...`` relative to the working directory).
+    An overlay is a dataset base of ``configs/_base_/datasets/`` (dataloaders, pipelines,
+    evaluators) plus what only an overlay needs: the class counts and toy-scale settings of the
+    model, applied where ``cfg.model`` has those parts (:func:`merge_where_present`). Lists
+    (pipelines, evaluators) in the overlay replace the config's, dicts merge key by key; the
+    dataset base's helper variables (:data:`OVERLAY_HELPERS`) are left out. A dataset base
+    alone is an overlay too, without model fixes.
+
+    ``data_root`` re-points every dataloader, and the evaluators' annotation paths (the
+    overlay's own default is ``data/synthetic/...`` relative to the working directory).
     """
     over = Config.fromfile(overlay).to_dict()
     default_root = over.get('data_root')
-    for key in ('data_root', 'classes', 'crop_size', 'scale', '_dataset'):
-        over.pop(key, None)  # helper variables of the overlay file, not settings
+    for key in OVERLAY_HELPERS:
+        over.pop(key, None)
+    model = over.pop('model', None)
     cfg.merge_from_dict(over, allow_list_keys=False)
+    if model and cfg.get('model') is not None:
+        merge_where_present(cfg.model, model)
     if data_root is not None:
         root = os.fspath(data_root)
         for key in DATALOADERS:

@@ -13,6 +13,7 @@ Examples::
     python tools/test.py CONFIG work_dirs/x/iter_4000.pth
     python tools/test.py CONFIG CKPT --out work_dirs/x/preds      # mmseg: PNGs, mIoU + bIoU
     python tools/test.py CONFIG CKPT --synthetic data/synthetic/seg --work-dir work_dirs/t
+    python tools/test.py CONFIG CKPT --load-partial   # neck/heads of CKPT differ: load anyway
     bash tools/dist_test.sh CONFIG CKPT 8
 """
 from __future__ import annotations
@@ -36,7 +37,7 @@ from fade_mm import cli  # noqa: E402  (train.py put the repository on sys.path)
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     """Parses test.py's command line (mmdet's/mmseg's tools/test.py arguments plus
-    --synthetic)."""
+    --synthetic, --regenerate, --load-partial and --trust-checkpoint)."""
     parser = cli.ArgumentParser(
         prog='test.py',
         description='Test (and evaluate) a fade_mm detector (mmdet) or segmentor (mmseg).',

@@ -1,11 +1,15 @@
 """Train an mmdet or mmseg model with fade_mm's upsamplers on the stock mmengine Runner.
 
 Same arguments as mmdet's / mmseg's ``tools/train.py``; the package (mmdet or mmseg) is picked
-from the config's ``default_scope``. Extras: ``--synthetic DATA_ROOT`` runs any config of this
-repository offline on fade_mm's synthetic data (generated on first use; every pretrained
-source is cleared), and ``--trust-checkpoint`` opts in to unpickling a trusted checkpoint in
-full. Runner checkpoints load with ``weights_only=True`` on torch >= 2.6 through an
-allow-list (:mod:`fade_mm.compat`), as with the stock tools.
+from the config's ``default_scope``. Extras: ``--synthetic [DATA_ROOT]`` runs any full COCO /
+ADE20K config of this repository offline on fade_mm's synthetic data of its task (generated on
+first use, verified against its manifest afterwards; every pretrained source is cleared; the
+demo configs read that data through their dataset bases, the flag only generates it),
+``--regenerate`` rebuilds a half-written or old data root, ``--load-partial``
+loads a checkpoint whose neck or heads differ (fine-tuning), and ``--trust-checkpoint`` opts
+in to unpickling a trusted checkpoint in full. Runner checkpoints load with
+``weights_only=True`` on torch >= 2.6 through an allow-list (:mod:`fade_mm.compat`), as with
+the stock tools.
 
 A config named ``..._8xb2-...`` is laid out for 8 GPUs x 2 images: its learning rate is for
 batch 16. Train it with ``bash tools/dist_train.sh CONFIG 8``, or on fewer GPUs with
@@ -19,20 +23,20 @@ Examples::
     python tools/train.py configs/segformer/segformer_mit-b1_fade_1xb16-160k_ade20k-512x512.py
     python tools/train.py configs/faster_rcnn/faster-rcnn_r50_fpn-fade_8xb2-1x_coco.py \\
         --synthetic data/synthetic/det --cfg-options train_cfg.max_epochs=1
+    python tools/train.py configs/demo/mask-rcnn_r18-tiny_fpn-fade_synthetic.py --synthetic
     python tools/train.py CONFIG --resume                 # latest checkpoint of the work dir
     python tools/train.py CONFIG --resume work_dirs/x/iter_4000.pth
 """
 from __future__ import annotations
 
 import argparse
-import contextlib
 import importlib
 import os
 import os.path as osp
 import re
 import sys
 import warnings
-from typing import Any, Dict, Iterator, List, Optional, Sequence
+from typing import Any, Dict, List, NamedTuple, Optional, Sequence
 
 from mmengine.config import Config
 
@@ -44,12 +48,10 @@ from fade_mm import cli  # noqa: E402
 from fade_mm.compat import (adapt_to_cpu, init_dist_without_cuda,  # noqa: E402
                             install_safe_checkpoint_loading, trust_local_checkpoints)
 
-# default_scope -> the fade_mm adapter package and the synthetic-data overlay / generator.
+# default_scope -> the fade_mm adapter package
 SCOPES: Dict[str, Dict[str, str]] = {
-    'mmdet': dict(plugin='fade_mm.det', overlay='synthetic_coco.py',
-                  generator='fade_mm.datasets.synthetic_det:make_synthetic_coco'),
-    'mmseg': dict(plugin='fade_mm.seg', overlay='synthetic_ade.py',
-                  generator='fade_mm.datasets.synthetic_seg:make_synthetic_ade'),
+    'mmdet': dict(plugin='fade_mm.det'),
+    'mmseg': dict(plugin='fade_mm.seg'),
 }
 
 TRUST_NOTE = ('Checkpoints load with torch.load(weights_only=True) and an allow-list of what '
@@ -68,12 +70,24 @@ def add_common_args(parser: argparse.ArgumentParser) -> None:
     """Adds the arguments that train.py and test.py share (after the positional ones)."""
     parser.add_argument('--work-dir', help='directory for logs, checkpoints and metric dumps '
                         '(default: the config\'s work_dir or ./work_dirs/CONFIG_NAME)')
-    parser.add_argument('--synthetic', metavar='DATA_ROOT',
-                        help='run on fade_mm\'s synthetic data at DATA_ROOT (COCO-style for '
-                        'mmdet configs, ADE-style for mmseg configs), merging '
-                        'configs/_base_/synthetic_{coco,ade}.py over the config; the data is '
-                        'generated there with the package generator if DATA_ROOT does not '
-                        'exist')
+    parser.add_argument('--synthetic', metavar='DATA_ROOT', nargs='?', const='',
+                        help='run a full COCO / ADE20K config on fade_mm\'s synthetic data of '
+                        'its task at DATA_ROOT (default data/synthetic/KIND), merging the '
+                        'task\'s overlay configs/_base_/synthetic_*.py over the config: '
+                        'segmentation for mmseg configs (KIND seg), panoptic for a '
+                        'PanopticFPN model (pan), instances with masks for a model with '
+                        'roi_head.mask_head (det), detection otherwise (det). A missing '
+                        'root is generated (default sizes, seed 0); an existing one must '
+                        'verify against its manifest. The demo configs (configs/demo) read that '
+                        'data already: for them the flag only generates it')
+    parser.add_argument('--regenerate', action='store_true',
+                        help='with --synthetic: rebuild a half-written or old synthetic data '
+                        'root instead of refusing it (a valid root is kept)')
+    parser.add_argument('--load-partial', action='store_true',
+                        help='load a checkpoint whose neck or heads differ from the model\'s '
+                        '(deliberate fine-tuning): sets default_hooks.checkpoint.strict_keys='
+                        'False on the SafeCheckpointHook, which refuses such checkpoints '
+                        'otherwise')
     parser.add_argument('--cfg-options', nargs='+', action=cli.DictAction,
                         help=CFG_OPTIONS_HELP)
     parser.add_argument('--trust-checkpoint', action='store_true',
@@ -90,7 +104,8 @@ def add_common_args(parser: argparse.ArgumentParser) -> None:
 
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
-    """Parses train.py's command line (mmdet's tools/train.py arguments plus --synthetic).
+    """Parses train.py's command line (mmdet's tools/train.py arguments plus --synthetic,
+    --regenerate, --load-partial and --trust-checkpoint).
 
     Usage errors (a missing config file included) exit with one line and status 2."""
     parser = cli.ArgumentParser(
@@ -115,8 +130,11 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
 
 
 def check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
-    """The checks train.py and test.py share, before anything is built: the config file
-    exists and parses, the launcher's environment is there."""
+    """The checks train.py and test.py share, before anything is built: --regenerate comes
+    with --synthetic, the config file exists and parses, the launcher's environment is
+    there."""
+    if args.regenerate and args.synthetic is None:
+        parser.error('--regenerate rebuilds the data of --synthetic: add --synthetic')
     try:
         cli.check_config_file(args.config)
         cli.check_launcher(args.launcher)
@@ -144,44 +162,62 @@ def register_scope(scope: str) -> None:
     importlib.import_module(SCOPES[scope]['plugin'])
 
 
-@contextlib.contextmanager
-def _file_lock(path: str) -> Iterator[None]:
-    # Every rank of a torchrun job starts the tool: only one may generate the data, the others
-    # must wait for it rather than read half-written files.
-    os.makedirs(osp.dirname(path) or '.', exist_ok=True)
-    with open(path, 'a') as handle:
-        try:
-            import fcntl
-        except ImportError:  # not POSIX: single-process use only
-            yield
-            return
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+class SyntheticTask(NamedTuple):
+    """The synthetic data of a config's task: the overlay merged over the config
+    (``configs/_base_/OVERLAY``) and the data kind of
+    :func:`fade_mm.datasets.ensure_synthetic`, also the default root's name."""
+    overlay: str
+    kind: str
+
+    @property
+    def default_root(self) -> str:
+        return osp.join('data', 'synthetic', self.kind)
 
 
-def apply_synthetic(cfg: Config, data_root: str, scope: str) -> Config:
-    """Points ``cfg`` at the synthetic data of its scope, generating the data if missing.
+def synthetic_task(cfg: Config) -> SyntheticTask:
+    """The synthetic data that fits the config's task (by its model, not its scope alone):
+    ADE-style segmentation for mmseg, COCO panoptic for a ``PanopticFPN``, COCO instances
+    (the detection data, which carries masks) for a model with ``roi_head.mask_head``, COCO
+    detection otherwise."""
+    if scope_of(cfg, cfg.filename or 'config') == 'mmseg':
+        return SyntheticTask('synthetic_ade.py', 'seg')
+    model = cfg.get('model') or {}
+    if model.get('type') == 'PanopticFPN':
+        return SyntheticTask('synthetic_coco_panoptic.py', 'pan')
+    if (model.get('roi_head') or {}).get('mask_head'):
+        return SyntheticTask('synthetic_coco_instance.py', 'det')
+    return SyntheticTask('synthetic_coco.py', 'det')
+
+
+def apply_synthetic(cfg: Config, data_root: Optional[str] = None,
+                    regenerate: bool = False) -> Config:
+    """Points ``cfg`` at the synthetic data of its task (:func:`synthetic_task`).
 
     Args:
         cfg: Loaded config (modified in place).
-        data_root: Dataset root; generated with the package generator (default sizes) when it
-            does not exist yet. An existing root is used as it is.
-        scope: 'mmdet' or 'mmseg'.
+        data_root: Dataset root (default ``data/synthetic/KIND``). A missing root is
+            generated with the package generator (default sizes, seed 0; concurrent ranks
+            generate once); an existing one is used as it is once it verifies against its
+            manifest (:func:`fade_mm.datasets.ensure_synthetic`).
+        regenerate: Rebuild a half-written, damaged or old root instead of refusing it.
 
     Returns:
         ``cfg``.
+
+    Raises:
+        fade_mm.cli.UsageError: The root is half-written, damaged, of another kind or not
+            fade_mm's (one line naming the problem and the fix).
     """
     from fade_mm.configs import apply_overlay, clear_pretrained
+    from fade_mm.datasets import SyntheticDataError, ensure_synthetic
 
-    data_root = osp.abspath(data_root)
-    with _file_lock(data_root.rstrip(os.sep) + '.lock'):
-        if not osp.exists(data_root):
-            module, func = SCOPES[scope]['generator'].split(':')
-            getattr(importlib.import_module(module), func)(data_root)
-    overlay = osp.join(REPO_ROOT, 'configs', '_base_', SCOPES[scope]['overlay'])
+    task = synthetic_task(cfg)
+    data_root = osp.abspath(data_root or task.default_root)
+    try:
+        ensure_synthetic(data_root, task.kind, regenerate=regenerate)
+    except SyntheticDataError as err:
+        raise cli.UsageError(f'--synthetic: {err}') from None
+    overlay = osp.join(REPO_ROOT, 'configs', '_base_', task.overlay)
     apply_overlay(cfg, overlay, data_root=data_root)
     # offline: no pretrained weights (model.pretrained, Pretrained init_cfgs) are fetched
     clear_pretrained(cfg)
@@ -195,21 +231,39 @@ def apply_synthetic(cfg: Config, data_root: str, scope: str) -> Config:
     return cfg
 
 
+def allow_partial_loading(cfg: Config) -> None:
+    """``--load-partial``: lets the checkpoint hook load a checkpoint whose neck or heads
+    differ from the model's (``strict_keys=False`` of fade_mm's SafeCheckpointHook).
+
+    Raises:
+        fade_mm.cli.UsageError: The config's checkpoint hook is not a SafeCheckpointHook
+            (mmengine's own hook does not check the keys, and takes no such argument).
+    """
+    hook = (cfg.get('default_hooks') or {}).get('checkpoint') or {}
+    if hook.get('type') != 'SafeCheckpointHook':
+        raise cli.UsageError(f'--load-partial: the checkpoint hook is {hook.get("type")!r}, '
+                             'which loads without key checks; the flag applies to '
+                             'SafeCheckpointHook (fade_mm.engine) only: drop it')
+    hook['strict_keys'] = False
+
+
 def load_config(args: argparse.Namespace) -> Config:
     """Loads the config and applies the common options, in mmdet's order of priority.
 
-    ``--synthetic`` first, then ``--cfg-options`` (so they can override the overlay), then the
-    work dir (CLI > config > ./work_dirs/CONFIG_NAME), then the CPU adaptations. Registers the
-    scope's modules and fade_mm's plugin.
+    ``--synthetic`` first, then ``--cfg-options`` (so they can override the overlay), then
+    ``--load-partial``, the work dir (CLI > config > ./work_dirs/CONFIG_NAME), then the CPU
+    adaptations. Registers the scope's modules and fade_mm's plugin.
     """
     cfg = Config.fromfile(args.config)
     scope = scope_of(cfg, args.config)
     register_scope(scope)
     cfg.launcher = args.launcher
-    if args.synthetic:
-        apply_synthetic(cfg, args.synthetic, scope)
+    if args.synthetic is not None:
+        apply_synthetic(cfg, args.synthetic or None, regenerate=args.regenerate)
     if args.cfg_options is not None:
         cfg.merge_from_dict(args.cfg_options)
+    if args.load_partial:
+        allow_partial_loading(cfg)
     if args.work_dir is not None:
         cfg.work_dir = args.work_dir
     elif cfg.get('work_dir', None) is None:
@@ -332,7 +386,7 @@ def main(argv: Optional[List[str]] = None) -> None:
         cfg.load_from = args.resume
     check_checkpoints(cfg, '--resume' if args.resume not in (None, 'auto') else 'load_from')
 
-    if not args.synthetic:
+    if args.synthetic is None:
         world_size = int(os.environ.get('WORLD_SIZE', '1')) if args.launcher != 'none' else 1
         message = layout_warning(cfg, args.config, world_size)
         if message:

@@ -1,45 +1,13 @@
-# Overlay: point any Faster R-CNN config at fade_mm's synthetic COCO-format detection data,
-# at toy scale, for CPU runs (tests, demo). Generate the data with
-#   python -m fade_mm.datasets.synthetic_det --out data/synthetic/det
-# and merge this file over a real config (fade_mm.configs.apply_overlay).
-data_root = 'data/synthetic/det'
-classes = ('rectangle', 'ellipse', 'triangle', 'ring')  # synthetic_det_classes(4)
-scale = (192, 192)
+# Overlay: points any full mmdet detection config at fade_mm's synthetic COCO-format data, at
+# toy scale, for CPU runs: `tools/train.py CONFIG --synthetic`, or
+# fade_mm.configs.apply_overlay(cfg, this file). The dataset keys are those of the by-role
+# dataset base below; what only an overlay needs follows. Its `model` keys are applied where
+# the config's model has that part (a two-stage or a single-stage detector alike).
+_base_ = './datasets/synthetic_coco.py'
 
-model = dict(
+model = dict(  # the dataset base's 4 classes
     backbone=dict(init_cfg=None),  # no pretrained weights can be downloaded here
-    roi_head=dict(bbox_head=dict(num_classes=len(classes))))
-
-train_pipeline = [
-    dict(type='LoadImageFromFile'),
-    dict(type='LoadAnnotations', with_bbox=True),
-    dict(type='Resize', scale=scale, keep_ratio=True),
-    dict(type='RandomFlip', prob=0.5),
-    dict(type='PackDetInputs'),
-]
-test_pipeline = [
-    dict(type='LoadImageFromFile'),
-    dict(type='Resize', scale=scale, keep_ratio=True),
-    dict(type='LoadAnnotations', with_bbox=True),
-    dict(type='PackDetInputs',
-         meta_keys=('img_id', 'img_path', 'ori_shape', 'img_shape', 'scale_factor')),
-]
-_dataset = dict(type='CocoDataset', data_root=data_root, metainfo=dict(classes=classes))
-train_dataloader = dict(
-    batch_size=2, num_workers=0, persistent_workers=False,
-    sampler=dict(type='InfiniteSampler', shuffle=True),
-    batch_sampler=None,
-    dataset=dict(_dataset, ann_file='annotations/instances_train.json',
-                 data_prefix=dict(img='train/'),
-                 # keep images without objects: training must cope with them
-                 filter_cfg=dict(filter_empty_gt=False, min_size=0),
-                 pipeline=train_pipeline))
-val_dataloader = dict(
-    batch_size=1, num_workers=0, persistent_workers=False,
-    sampler=dict(type='DefaultSampler', shuffle=False),
-    dataset=dict(_dataset, ann_file='annotations/instances_val.json',
-                 data_prefix=dict(img='val/'), test_mode=True, pipeline=test_pipeline))
-test_dataloader = val_dataloader
-val_evaluator = dict(type='CocoMetric', ann_file=data_root + '/annotations/instances_val.json',
-                     metric='bbox', format_only=False)
-test_evaluator = val_evaluator
+    roi_head=dict(bbox_head=dict(num_classes=4)),  # two-stage
+    bbox_head=dict(num_classes=4))                 # single-stage
+# merged over a COCO config's dataloader: drop its AspectRatioBatchSampler
+train_dataloader = dict(batch_sampler=None)

@@ -1,58 +1,16 @@
-# Overlay: point any Panoptic FPN config at fade_mm's synthetic COCO-panoptic data (the shapes
-# of synthetic_coco.py as things over sky/ground/water stuff), at toy scale, for CPU runs
-# (tests, demo). Generate the data with
-#   python -m fade_mm.datasets.synthetic_pan --out data/synthetic/pan
-# and merge this file over a real config (fade_mm.configs.apply_overlay). mmdet's panoptic
-# loading and metric import panopticapi: where it is not installed,
-# fade_mm.datasets.panopticapi_fallback.install() stands in for it.
-data_root = 'data/synthetic/pan'
-classes = ('rectangle', 'ellipse', 'triangle', 'ring',  # things: synthetic_det_classes(4)
-           'sky', 'ground', 'water')                     # stuff: STUFF_CLASSES
-scale = (192, 192)
+# Overlay: points any full Panoptic FPN config at fade_mm's synthetic COCO-panoptic data, at
+# toy scale, for CPU runs: `tools/train.py CONFIG --synthetic`, or
+# fade_mm.configs.apply_overlay(cfg, this file). The dataset keys are those of the by-role
+# dataset base below; what only an overlay needs follows. Its `model` keys are applied where
+# the config's model has that part.
+_base_ = './datasets/synthetic_coco_panoptic.py'
 
-model = dict(
+model = dict(  # 4 thing, 3 stuff classes of the dataset base
     backbone=dict(init_cfg=None),  # no pretrained weights can be downloaded here
     roi_head=dict(bbox_head=dict(num_classes=4), mask_head=dict(num_classes=4)),
     semantic_head=dict(num_things_classes=4, num_stuff_classes=3),
     panoptic_fusion_head=dict(num_things_classes=4, num_stuff_classes=3),
     # mmdet drops stuff segments under 4096 px (COCO scale): the toy images are ~160 px wide
     test_cfg=dict(panoptic=dict(stuff_area_limit=64)))
-
-train_pipeline = [
-    dict(type='LoadImageFromFile'),
-    dict(type='LoadPanopticAnnotations'),
-    dict(type='Resize', scale=scale, keep_ratio=True),
-    dict(type='RandomFlip', prob=0.5),
-    dict(type='PackDetInputs'),
-]
-test_pipeline = [
-    dict(type='LoadImageFromFile'),
-    dict(type='Resize', scale=scale, keep_ratio=True),
-    dict(type='LoadPanopticAnnotations'),
-    dict(type='PackDetInputs',
-         meta_keys=('img_id', 'img_path', 'ori_shape', 'img_shape', 'scale_factor')),
-]
-_dataset = dict(type='CocoPanopticDataset', data_root=data_root,
-                metainfo=dict(classes=classes, thing_classes=classes[:4],
-                              stuff_classes=classes[4:]))
-train_dataloader = dict(
-    batch_size=2, num_workers=0, persistent_workers=False,
-    sampler=dict(type='InfiniteSampler', shuffle=True),
-    batch_sampler=None,
-    dataset=dict(_dataset, ann_file='annotations/panoptic_train.json',
-                 data_prefix=dict(img='train/', seg='annotations/panoptic_train/'),
-                 # keep images without objects: training must cope with them
-                 filter_cfg=dict(filter_empty_gt=False, min_size=0),
-                 pipeline=train_pipeline))
-val_dataloader = dict(
-    batch_size=1, num_workers=0, persistent_workers=False,
-    sampler=dict(type='DefaultSampler', shuffle=False),
-    dataset=dict(_dataset, ann_file='annotations/panoptic_val.json',
-                 data_prefix=dict(img='val/', seg='annotations/panoptic_val/'), test_mode=True,
-                 pipeline=test_pipeline))
-test_dataloader = val_dataloader
-# (both paths start with data_root, for apply_overlay to re-point them with the data)
-val_evaluator = dict(type='CocoPanopticMetric',
-                     ann_file=data_root + '/annotations/panoptic_val.json',
-                     seg_prefix=data_root + '/annotations/panoptic_val/', nproc=1)
-test_evaluator = val_evaluator
+# merged over a COCO config's dataloader: drop its AspectRatioBatchSampler
+train_dataloader = dict(batch_sampler=None)

@@ -1,0 +1,3 @@
+_base_ = './rtmdet_tiny-toy_pafpn-nearest_synthetic.py'
+
+model = dict(neck=dict(upsample_cfg=dict(_delete_=True, type='CARAFE')))
