@@ -39,10 +39,13 @@ MAX_MESSAGE = 600  # characters of a reported message
 # the user does. setuptools < 81 is pinned for mmcv's use of pkg_resources (scripts/setup.sh),
 # whose deprecation notice mmengine triggers on every package look-up (pyproject.toml
 # silences it for pytest too); mmseg notes its own internal deprecations and defaults on
-# every model build (the loss is built even to count FLOPs), dataset and visualisation hook.
+# every model build (the loss is built even to count FLOPs), dataset and visualisation hook;
+# torch notes mmdet's call of meshgrid without `indexing` (RTMDet / YOLOX point priors).
 QUIET_WARNINGS = ('pkg_resources is deprecated', '``build_loss`` would be deprecated soon',
                   'Default ``avg_non_ignore`` is False', '`reduce_zero_label` will be deprecated',
-                  'The draw is False, it means that the hook for visualization will not')
+                  'The draw is False, it means that the hook for visualization will not',
+                  'torch.meshgrid: in an upcoming release, it will be required to pass the '
+                  'indexing argument')
 
 
 class CLIError(Exception):

@@ -1,11 +1,11 @@
 """tools/analysis_tools/get_flops.py and results_table.py: counts checked against hand-computed
 multiply-adds, and the table read from fixtures of what an mmengine Runner writes (one run per
-config; several seeds per config). Also the seed plumbing of tools/demo.py, without training."""
+config; several seeds per config; instance and panoptic segmentation metrics), with its
+complexity from get_flops.py's JSON or counted (--count). tools/demo.py: test_demo_tool.py."""
 from __future__ import annotations
 
 import argparse
 import csv
-import importlib.util
 import io
 import json
 import os
@@ -106,6 +106,7 @@ def test_fade_module_counts_convs_plus_reassembly(cfg):
     assert count_flops(lambda: m(x, guide)) == want
 
 
+@pytest.mark.slow
 def test_two_stage_detector_meta_count_equals_cpu_count():
     """The meta-device stand-ins (RoI extractors, fixed proposal count) change no count."""
     import copy
@@ -122,6 +123,7 @@ def test_two_stage_detector_meta_count_equals_cpu_count():
 
 # ----------------------------------------------------------------------------- get_flops CLI
 
+@pytest.mark.slow
 def test_get_flops_segformer_fade_delta_is_six_modules(capsys):
     side = 128
     proc = run_tool('get_flops.py', [SEG.format('fade'), '--shape', str(side), '--compare',
@@ -136,6 +138,13 @@ def test_get_flops_segformer_fade_delta_is_six_modules(capsys):
     assert base['sampling_macs'] == segformer_bilinear_macs(side)
     assert res['sampling_macs'] == 0
     assert res['delta_macs'] == segformer_fade_macs(side) - segformer_bilinear_macs(side)
+    # the upsamplers' share: six FADE calls, counted alone; the bilinear head has no module
+    up = res['upsamplers']
+    assert (up['modules'], len(up['per_module']), up['params']) == (6, 6, 285_084)
+    assert up['macs'] == segformer_fade_macs(side)
+    assert up['macs_share'] == pytest.approx(up['macs'] / res['macs'])
+    assert base['upsamplers']['modules'] == 0 and base['upsamplers']['macs'] == 0
+    assert res['shape'] == [side, side] and len(res['model_key']) == 16
     # the human-readable report, in-process
     assert get_flops.main([SEG.format('fade-lite'), '--shape', str(side), '--compare',
                            SEG.format('bilinear')]) == 0
@@ -146,6 +155,7 @@ def test_get_flops_segformer_fade_delta_is_six_modules(capsys):
     assert f'{lite / 1e9:+.3f} GFLOPs without interpolation/sampling' in text
 
 
+@pytest.mark.slow
 def test_get_flops_faster_rcnn_fade_delta_is_four_modules():
     proc = run_tool('get_flops.py', [DET_CARAFE.format('fade'), '--shape', '128', '--compare',
                                      DET_CARAFE.format('nearest'), '--json'])
@@ -154,8 +164,52 @@ def test_get_flops_faster_rcnn_fade_delta_is_four_modules():
     assert res['delta_params'] == 4 * FADE_PARAMS == 190_056
     # FPN_CARAFE topology: P6 (2x2) -> P5 -> P4 -> P3 -> P2 (32x32); nearest counts zero
     assert res['delta_macs'] == sum(fade_macs(C, n, n) for n in (2, 4, 8, 16))
+    assert res['upsamplers']['macs'] == res['delta_macs']
+    assert [m['type'] for m in res['upsamplers']['per_module']] == ['FADE'] * 4
 
 
+# one config of each further family: mmdet's heads around an FPN / PAFPN with upsamplers
+# (config, FADE modules, their parameters, RoI proposals): three FADEs at 256 channels in
+# the FPNs; two at the PAFPNs' widths (RTMDet-tiny 192 and 96, YOLOX-S 256 and 128)
+FAMILIES = [
+    ('mask_rcnn/mask-rcnn_r50_fpn-{}_8xb2-1x_coco.py', 3, 3 * FADE_PARAMS, 1000),
+    ('panoptic_fpn/panoptic-fpn_r50_fpn-{}_8xb2-1x_coco.py', 3, 3 * FADE_PARAMS, 1000),
+    ('rtmdet/rtmdet_tiny_pafpn-{}_8xb32-300e_coco.py', 2, 66_132, None),
+    ('yolox/yolox_s_pafpn-{}_8xb8-300e_coco.py', 2, 78_516, None),
+]
+
+
+@pytest.mark.parametrize('pattern,modules,params,proposals', FAMILIES)
+def test_get_flops_counts_every_family_on_meta(pattern, modules, params, proposals, capsys):
+    """Mask R-CNN, Panoptic FPN (whose tensor forward asks the RPN for proposals itself),
+    RTMDet and YOLOX count on the meta device; FADE differs from nearest by its upsamplers
+    alone."""
+    cfg = os.path.join(ROOT, 'configs', pattern)
+    assert get_flops.main([cfg.format('fade'), '--shape', '128', '--compare',
+                           cfg.format('nearest'), '--json']) == 0
+    res = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    base = res['baseline']
+    assert res['device'] == base['device'] == 'meta' and res['proposals'] == proposals
+    up, base_up = res['upsamplers'], base['upsamplers']
+    assert up['modules'] == base_up['modules'] == modules
+    assert [m['type'] for m in up['per_module']] == ['FADE'] * modules
+    assert res['delta_params'] == up['params'] - base_up['params'] == params
+    assert res['delta_macs'] == up['macs'] - base_up['macs'] > 0
+
+
+def test_get_flops_json_arguments(capsys):
+    for argv, message in (([SEG.format('fade'), '--json', 'x.py'], 'is a .py file'),
+                          ([SEG.format('fade'), SEG.format('bilinear'), '--compare',
+                            SEG.format('fade-lite')], '--compare takes one config')):
+        with pytest.raises(SystemExit):
+            get_flops.parse_args(argv)
+        assert message in capsys.readouterr().err
+    args = get_flops.parse_args([SEG.format('fade'), '--json'])
+    assert args.json == '-' and args.config == [SEG.format('fade')]
+    assert get_flops.json_path('{config_dir}/c_{config_stem}.json', '/a/b/x.py') == '/a/b/c_x.json'
+
+
+@pytest.mark.slow
 def test_get_flops_faster_rcnn_standard_fpn_fade_delta_is_three_modules(capsys):
     assert get_flops.main([DET.format('fade'), '--shape', '128', '--compare',
                            DET.format('nearest'), '--json']) == 0
@@ -169,7 +223,8 @@ def test_get_flops_faster_rcnn_standard_fpn_fade_delta_is_three_modules(capsys):
 
 @pytest.fixture(scope='module')
 def fixture_runs():
-    args = results_table.parse_args([FIXTURE, '--shape', '128'])
+    # --count: the fixture runs have no complexity JSON, the models are built and counted
+    args = results_table.parse_args([FIXTURE, '--shape', '128', '--count'])
     with pytest.warns(UserWarning, match='carafe.*no evaluation results found, skipped'):
         groups = results_table.collect(args)
     return args, groups
@@ -265,7 +320,7 @@ def test_results_table_latex(fixture_runs):
     # --metrics that fit one task only: the other keeps its defaults
     assert '& AP & AP50 & AP75 & APS & APM & APL' in best_only
     with pytest.raises(ValueError, match='unknown --metrics'):
-        _render(groups, args, 'latex', metrics=['mIoU', 'PQ'])
+        _render(groups, args, 'latex', metrics=['mIoU', 'XQ'])
 
 
 def test_results_table_csv_and_explicit_baseline(fixture_runs):
@@ -299,6 +354,7 @@ def test_results_table_csv_and_explicit_baseline(fixture_runs):
         results_table.assign_baselines(groups, 'no-such-run')
 
 
+@pytest.mark.slow
 def test_results_table_cli():
     proc = run_tool('results_table.py', [FIXTURE, '--format', 'csv', '--no-flops',
                                          '--eval', 'final', '--metrics', 'mIoU', 'AP',
@@ -321,7 +377,7 @@ SEED_RUN = 'segformer_mit-b1_{}_1xb16-160k_ade20k-512x512'
 
 @pytest.fixture(scope='module')
 def seed_groups():
-    args = results_table.parse_args([SEED_FIXTURE, '--no-flops'])
+    args = results_table.parse_args([SEED_FIXTURE, '--no-flops', '--count'])
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter('always')
         groups = results_table.collect(args)
@@ -457,59 +513,189 @@ def test_within_spread():
     assert results_table.within_spread(stat(43.4, None, 1), stat(41.5, None, 1)) is None
 
 
-# ----------------------------------------------------------------------------- demo seeds
+# ----------------------------------------------------------------------------- mask AP and PQ
+
+INS_CFG = os.path.join(ROOT, 'configs', 'mask_rcnn', 'mask-rcnn_r50_fpn-{}_8xb2-1x_coco.py')
+PAN_CFG = os.path.join(ROOT, 'configs', 'panoptic_fpn',
+                       'panoptic-fpn_r50_fpn-{}_8xb2-1x_coco.py')
+
+
+def _metric_run(root: Path, name: str, base: str, records: List[dict],
+                complexity: Optional[dict] = None) -> Path:
+    """A run dir: a dump inheriting ``base`` (absolute path), the scalars JSON lines of its
+    evaluations and, if given, its complexity.json."""
+    stamp = '20260301_090000'
+    run = root / name
+    (run / stamp / 'vis_data').mkdir(parents=True)
+    (run / f'{name}.py').write_text(f'_base_ = {base!r}\n')
+    (run / stamp / 'vis_data' / 'scalars.json').write_text(
+        ''.join(json.dumps(r) + '\n' for r in records))
+    if complexity is not None:
+        (run / 'complexity.json').write_text(json.dumps(complexity))
+    return run
+
+
+def _ins_record(step: int, box: float, mask: float) -> dict:
+    rec = {f'coco/bbox_mAP{k}': box + d for k, d in
+           (('', 0), ('_50', 0.2), ('_75', 0.01), ('_s', -0.1), ('_m', 0.02), ('_l', 0.1))}
+    rec.update({f'coco/segm_mAP{k}': mask + d for k, d in
+                (('', 0), ('_50', 0.2), ('_75', 0.01), ('_s', -0.1), ('_m', 0.02))})
+    rec.update({'coco/segm_mAP_l': -1.0, 'step': step})
+    return rec
+
+
+def _pan_record(step: int, pq: float) -> dict:
+    return {'coco_panoptic/PQ': pq, 'coco_panoptic/SQ': pq + 35, 'coco_panoptic/RQ': pq + 10,
+            'coco_panoptic/PQ_th': pq + 5, 'coco_panoptic/SQ_th': 80.0,
+            'coco_panoptic/RQ_th': 60.0, 'coco_panoptic/PQ_st': pq - 8,
+            'coco_panoptic/SQ_st': 75.0, 'coco_panoptic/RQ_st': 45.0, 'step': step}
+
+
+def _complexity(params: int, gmacs: float, shape=(800, 1344)) -> dict:
+    return dict(params=params, macs=int(gmacs * 1e9), sampling_macs=0, shape=list(shape))
+
 
 @pytest.fixture(scope='module')
-def demo():
-    # by path: tools/ is no package, and `demo` is too common a module name to import bare
-    spec = importlib.util.spec_from_file_location('fade_mm_tools_demo',
-                                                  os.path.join(ROOT, 'tools', 'demo.py'))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+def ins_pan_runs(tmp_path_factory):
+    """Mask R-CNN and Panoptic FPN runs (nearest and FADE), two evaluations each, with the
+    complexity JSONs get_flops.py writes: no model is built."""
+    root = tmp_path_factory.mktemp('ins_pan')
+    _metric_run(root, 'mask_nearest', INS_CFG.format('nearest'),
+                [_ins_record(6000, 0.380, 0.350), _ins_record(12000, 0.392, 0.355)],
+                _complexity(63_370_000, 285.1))
+    _metric_run(root, 'mask_fade', INS_CFG.format('fade'),
+                [_ins_record(6000, 0.395, 0.362), _ins_record(12000, 0.401, 0.360)],
+                _complexity(63_512_542, 287.6))
+    _metric_run(root, 'pan_nearest', PAN_CFG.format('nearest'),
+                [_pan_record(6000, 40.2), _pan_record(12000, 40.9)],
+                _complexity(46_027_110, 156.5))
+    _metric_run(root, 'pan_fade', PAN_CFG.format('fade'),
+                [_pan_record(6000, 41.0), _pan_record(12000, 41.6)],
+                _complexity(46_169_652, 158.0))
+    args = results_table.parse_args([str(root)])
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter('always')
+        groups = results_table.collect(args)
+    assert not [w for w in caught if 'results_table' in str(w.message)]
+    return args, groups
 
 
-def test_demo_defaults_to_one_seed(demo):
-    args = demo.parse_args([])
-    assert args.seeds == 1
-    jobs = demo.build_jobs(args.only, args.full, args.seeds)
-    assert [(j.task, j.name) for j in jobs] == (
-        [('det', up) for up in ('nearest', 'carafe', 'fade', 'fade-lite')]
-        + [('seg', up) for up in ('bilinear', 'carafe', 'fade', 'fade-lite')])
-    assert {j.seed for j in jobs} == {0}
-    assert jobs[0].tag == 'det_nearest_seed0'
+def test_results_table_tasks_from_evaluators(ins_pan_runs):
+    _, groups = ins_pan_runs
+    assert sorted((g.task, g.method) for g in groups) == [
+        ('ins', 'FADE'), ('ins', 'Nearest'), ('pan', 'FADE'), ('pan', 'Nearest')]
+    ins = {g.method: g for g in groups if g.task == 'ins'}
+    # the best evaluation of instance segmentation: the highest mask AP (not box AP)
+    assert ins['FADE'].runs[0].best().step == 6000
+    assert ins['Nearest'].runs[0].best().step == 12000
+    assert ins['FADE'].baseline is ins['Nearest']
+    # parameters and GFLOPs from complexity.json, at its shape
+    assert ins['FADE'].params - ins['Nearest'].params == 142_542
+    assert ins['FADE'].shape == (800, 1344)
 
 
-def test_demo_seeds_make_one_job_per_seed(demo, tmp_path):
-    args = demo.parse_args(['--seeds', '3', '--full', '--only', 'seg'])
-    jobs = demo.build_jobs(args.only, args.full, args.seeds)
-    assert len(jobs) == 3 * (4 + 5) and len({j.tag for j in jobs}) == len(jobs)
-    # seed by seed: an interrupted demo has whole comparisons for its first seeds
-    assert [j.seed for j in jobs] == [0] * 9 + [1] * 9 + [2] * 9
-    assert jobs[9].tag == 'seg_bilinear_seed1'
-    ablation = [j for j in jobs if j.name == 'fade-B5-skip']
-    assert [j.seed for j in ablation] == [0, 1, 2]
-    assert ablation[0].options == ["model.decode_head.upsample_cfg.fusion='skip'"]
+def test_results_table_mask_ap_and_pq_columns(ins_pan_runs):
+    args, groups = ins_pan_runs
+    text = _render(groups, args, 'markdown', eval='final')
+    lines = text.splitlines()
+    assert '**Instance segmentation (COCO box AP and mask AP)**' in lines
+    assert '**Panoptic segmentation (COCO PQ)**' in lines
+    heads = [ln for ln in lines if ln.startswith('| Method')]
+    assert heads == [
+        '| Method | Backbone | ΔParams | ΔGFLOPs | n | Evals | AP | AP50 | AP75 | maskAP | '
+        'maskAP50 | maskAP75 |',
+        '| Method | Backbone | ΔParams | ΔGFLOPs | n | Evals | PQ | SQ | RQ | PQ_th | PQ_st |']
+    rows = [ln for ln in lines if ln.startswith('| ') and 'Method' not in ln]
+    assert rows == [
+        '| Nearest | R-50 | 63.37M | 285.10 | 1 | 2 | 39.2 | 59.2 | 40.2 | 35.5 | 55.5 | 36.5 |',
+        '| FADE | R-50 | +0.14M | +2.50 | 1 | 2 | 40.1 (+0.9) | 60.1 (+0.9) | 41.1 (+0.9) | '
+        '36.0 (+0.5) | 56.0 (+0.5) | 37.0 (+0.5) |',
+        '| Nearest | R-50 | 46.03M | 156.50 | 1 | 2 | 40.9 | 75.9 | 50.9 | 45.9 | 32.9 |',
+        '| FADE | R-50 | +0.14M | +1.50 | 1 | 2 | 41.6 (+0.7) | 76.6 (+0.7) | 51.6 (+0.7) | '
+        '46.6 (+0.7) | 33.6 (+0.7) |']
+    assert 'GFLOPs: multiply-adds for one 800x1344 input' in text
+    assert ('AP: COCO box mAP, maskAP: COCO mask mAP, x100 (IoU 0.50:0.95); – where COCO '
+            'reports -1.') in lines
+    assert any(ln.startswith('PQ, SQ, RQ: COCO panoptic quality') for ln in lines)
+    # mask AP by size: COCO's -1 is a dash; PQ's other columns on request
+    more = _render(groups, args, 'markdown', eval='best', metrics=['maskAPL', 'maskAPS', 'SQ_st'])
+    assert '| Method | Backbone | ΔParams | ΔGFLOPs | n | Evals | maskAPL | maskAPS |' in more
+    assert '| FADE | R-50 | +0.14M | +2.50 | 1 | 2 | – | 26.2 (+0.7) |' in more
+    assert '| FADE | R-50 | +0.14M | +1.50 | 1 | 2 | 75.0 (+0.0) |' in more
 
-    cmd = demo.train_command(ablation[2], args, tmp_path / 'data', tmp_path / 'work')
-    opts = cmd[cmd.index('--cfg-options') + 1:]
-    assert 'randomness.seed=2' in opts and "model.decode_head.upsample_cfg.fusion='skip'" in opts
-    assert cmd[cmd.index('--work-dir') + 1] == str(tmp_path / 'work' / 'seg_fade-B5-skip_seed2')
-    assert cmd[cmd.index('--synthetic') + 1] == str(tmp_path / 'data' / 'seg')
-    # the same data and schedule for every seed: only the seed and work dir differ
-    other = demo.train_command(ablation[0], args, tmp_path / 'data', tmp_path / 'work')
-    assert [a for a, b in zip(cmd, other) if a != b] == [
-        str(tmp_path / 'work' / 'seg_fade-B5-skip_seed2'), 'randomness.seed=2']
 
-    table = demo.table_command(jobs, tmp_path / 'work')
-    # exactly this demo's run dirs: no stale seed of an earlier demo joins the rows
-    dirs = table[2:table.index('--format')]
-    assert dirs == [str(tmp_path / 'work' / j.tag) for j in jobs]
+def test_results_table_mask_ap_and_pq_latex_and_csv(ins_pan_runs):
+    args, groups = ins_pan_runs
+    latex = _render(groups, args, 'latex', eval='final')
+    assert r'Method & Backbone & $\Delta$Params & $\Delta$GFLOPs & n & Evals & AP & AP50 & AP75 ' \
+           r'& maskAP & maskAP50 & maskAP75 \\' in latex
+    assert r'& PQ & SQ & RQ & PQ\_th & PQ\_st \\' in latex
+    assert r'FADE & R-50 & +0.14M & +1.50 & 1 & 2 & 41.6 (+0.7) &' in latex
+    rows = {(r['task'], r['method']): r for r in _csv_rows(_render(groups, args, 'csv'))}
+    fade = rows['ins', 'FADE']
+    assert (fade['maskAP_best'], fade['maskAP_final'], fade['maskAP_final_delta']) == (
+        '36.2', '36.0', '+0.5')
+    assert (fade['AP_best'], fade['best_step'], fade['shape']) == ('39.5', '6000', '800x1344')
+    pan = rows['pan', 'FADE']
+    assert (pan['PQ_final'], pan['PQ_th_final'], pan['PQ_st_final_delta']) == (
+        '41.6', '46.6', '+0.7')
+    assert pan['maskAP_final'] == '' and fade['PQ_final'] == ''
 
 
-def test_demo_rejects_zero_seeds(demo, capsys):
-    with pytest.raises(SystemExit):
-        demo.parse_args(['--seeds', '0'])
-    assert '--seeds: must be at least 1, got 0' in capsys.readouterr().err
-    with pytest.raises(ValueError, match='--seeds must be at least 1'):
-        demo.build_jobs(seeds=0)
+# ----------------------------------------------------------------------------- complexity JSON
+
+def test_complexity_json_round_trip(fixture_runs, tmp_path, capsys):
+    """get_flops.py --json on the runs' dumps, read back by results_table.py without
+    building anything: the same table as counting (--count)."""
+    args, groups = fixture_runs
+    dumps = [g.runs[0].config_path for g in groups]
+    out = tmp_path / 'complexity.json'
+    assert get_flops.main([*dumps, '--shape', '128', '--json', str(out)]) == 0
+    entries = json.loads(out.read_text())
+    assert len(entries) == 5 and all(e['shape'] == [128, 128] for e in entries)
+    read = results_table.parse_args([FIXTURE, '--complexity', str(tmp_path)])
+    assert read.shape is None and not read.count
+    with pytest.warns(UserWarning, match='carafe.*no evaluation results found'):
+        again = results_table.collect(read)
+    counted = {g.name: (g.params, g.macs, g.shape) for g in groups}
+    assert {g.name: (g.params, g.macs, g.shape) for g in again} == counted
+    assert _render(again, read, 'markdown') == _render(groups, args, 'markdown')
+    assert _render(again, read, 'csv') == _render(groups, args, 'csv')
+    # nothing to read and no --count: dashes and a note, the metrics as before
+    bare = results_table.parse_args([FIXTURE])
+    with pytest.warns(UserWarning):
+        plain = results_table.collect(bare)
+    text = _render(plain, bare, 'markdown')
+    assert all(g.params is None and g.macs is None for g in plain)
+    assert '| FADE | MiT-B1 | – | – | 1 | 3 | 44.41 (+2.73) |' in text
+    assert '– under ΔParams / ΔGFLOPs: not counted (no complexity JSON' in text
+
+
+def test_own_complexity_json_and_shape_mismatch(tmp_path):
+    seg = SEG.format('{}')
+    for up, params in (('bilinear', 13_720_000), ('fade', 14_005_084)):
+        _metric_run(tmp_path, up, seg.format(up), [dict(mIoU=40.0, bIoU=30.0, step=100)],
+                    _complexity(params, 16.0 if up == 'bilinear' else 18.0, (512, 512)))
+    # another shape asked for: parameters from the JSON, no GFLOPs (and a warning)
+    args = results_table.parse_args([str(tmp_path), '--shape', '256'])
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter('always')
+        groups = results_table.collect(args)
+    caught = [w for w in caught if 'results_table' in str(w.message)]
+    assert sorted(str(w.message).split(': no GFLOPs for ')[1] for w in caught) == [
+        'bilinear (--count counts it at that shape)', 'fade (--count counts it at that shape)']
+    assert "counted at 512x512, the table's seg rows at 256x256" in str(caught[0].message)
+    fade = next(g for g in groups if g.method == 'FADE')
+    assert (fade.params, fade.macs, fade.shape) == (14_005_084, None, None)
+    # the JSONs' own shape (no --shape): GFLOPs too; --exclude-sampling subtracts theirs
+    (tmp_path / 'fade' / 'complexity.json').write_text(json.dumps(dict(
+        _complexity(14_005_084, 18.0, (512, 512)), sampling_macs=10**9)))
+    args = results_table.parse_args([str(tmp_path), '--exclude-sampling'])
+    groups = results_table.collect(args)
+    fade = next(g for g in groups if g.method == 'FADE')
+    assert (fade.macs, fade.shape) == (17 * 10**9, (512, 512))
+    # a damaged JSON is skipped with a warning, not an error
+    (tmp_path / 'fade' / 'complexity.json').write_text('{"params": 1')
+    with pytest.warns(UserWarning, match='not complexity records of get_flops.py'):
+        groups = results_table.collect(results_table.parse_args([str(tmp_path)]))
+    assert next(g for g in groups if g.method == 'FADE').params is None

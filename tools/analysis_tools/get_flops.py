@@ -15,7 +15,15 @@ called) and fed one dummy image of ``--shape`` through its data preprocessor (so
 as mmdet's ``pad_size_divisor`` applies), then run with ``mode='tensor'``. It runs on the
 ``meta`` device when it can -- shapes only, no arithmetic, well under a second even for a
 detector at 800x1333 -- and on CPU otherwise. A two-stage detector's RoI stage always gets
-the RPN's ``max_per_img`` proposals (NMS of an untrained RPN keeps a random number).
+the RPN's ``max_per_img`` proposals (NMS of an untrained RPN keeps a random number). Any
+mmdet or mmseg model whose ``mode='tensor'`` forward runs on a dummy image is counted: Faster
+/ Mask R-CNN, Panoptic FPN, RTMDet, YOLOX, SegFormer and UPerNet configs of this repository.
+
+The report also gives the **upsamplers' share**: their parameters and the multiply-adds of
+their calls (each call counted again on its own), as totals and fractions of the model's.
+``--json PATH`` writes all of it (:func:`to_json`) as the **complexity JSON** that
+``results_table.py`` reads instead of building every model itself; ``model_key`` ties it to
+the model config it was counted for.
 
 Examples::
 
@@ -24,16 +32,22 @@ Examples::
         --compare configs/segformer/segformer_mit-b1_bilinear_1xb16-160k_ade20k-512x512.py
     python tools/analysis_tools/get_flops.py \\
         configs/faster_rcnn/faster-rcnn_r50_fpn-fade_8xb2-1x_coco.py --shape 800 1333
+    python tools/analysis_tools/get_flops.py work_dirs/X/X.py --json work_dirs/X/complexity.json
+    python tools/analysis_tools/get_flops.py work_dirs/*/*.py --shape 256 \\
+        --json '{config_dir}/complexity.json'
 """
 from __future__ import annotations
 
 import argparse
 import contextlib
 import copy
+import hashlib
 import importlib
 import json
+import os
 import os.path as osp
 import sys
+import warnings
 from dataclasses import asdict, dataclass, field
 from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 
@@ -69,6 +83,9 @@ aten = torch.ops.aten
 # The ops that fade_mm.profiling prices at four multiply-adds per output element; hook-based
 # counters (mmcv's, behind the published tables) score the functional forms as zero.
 SAMPLING_OPS = (aten.upsample_bilinear2d, aten.grid_sampler_2d)
+# Upstream notices a count prints whatever the user does (mmdet's YOLOX / RTMDet heads and
+# assigners call the deprecated torch.cuda.amp.autocast even on CPU).
+QUIET = (r'`torch\.cuda\.amp\.autocast\(args\.\.\.\)` is deprecated',)
 
 
 @dataclass
@@ -86,6 +103,13 @@ class Complexity:
         device: ``'meta'`` (shapes only) or ``'cpu'``.
         meta_error: why the meta-device attempt failed (when ``device == 'cpu'``).
         proposals: RoIs the RoI stage of a two-stage detector was run on (None otherwise).
+        shape: the ``(H, W)`` asked for (``--shape``), before the preprocessor's padding.
+        upsamplers: the upsampler modules' part (:func:`upsampler_share`): ``modules``
+            (their number), ``params``, ``macs``, ``params_share`` / ``macs_share`` (of the
+            model's) and ``per_module`` (``name``, ``type``, ``params``, ``macs`` of each
+            call); ``modules`` 0 for a model that interpolates with ``F.interpolate``.
+        model_key: :func:`model_key` of the model config: results_table.py matches a
+            complexity JSON to the runs of that model by it.
     """
 
     config: str
@@ -98,6 +122,9 @@ class Complexity:
     device: str
     meta_error: Optional[str] = field(default=None)
     proposals: Optional[int] = field(default=None)
+    shape: Optional[List[int]] = field(default=None)
+    upsamplers: Dict[str, Any] = field(default_factory=dict)
+    model_key: Optional[str] = field(default=None)
 
     @property
     def gflops(self) -> float:
@@ -186,7 +213,17 @@ def build_model(cfg: Config) -> nn.Module:
     """Builds ``cfg.model`` on CPU in eval mode, without loading pretrained weights."""
     # Not under torch.device('meta'): some constructors call .item() (e.g. MiT's drop-path
     # schedule), which meta tensors cannot answer.
-    return registry(scope_of(cfg)).build(_model_cfg(cfg)).eval()
+    scope = scope_of(cfg)
+    with in_scope(scope):
+        return registry(scope).build(_model_cfg(cfg)).eval()
+
+
+def in_scope(scope: str):
+    """The config's scope as mmengine's default scope, as the Runner sets it: a model
+    whose own config names no scope (e.g. RTMDet's) builds its data preprocessor through
+    mmengine's root registry, which finds mmdet's types only so."""
+    from mmengine.registry import DefaultScope
+    return DefaultScope.overwrite_default_scope(scope)
 
 
 def dummy_batch(cfg: Config, shape: Sequence[int],
@@ -254,13 +291,25 @@ def _data_independent_two_stage(model: nn.Module, meta: bool) -> Iterator[Option
                                     labels=x[0].new_zeros(n, dtype=torch.long)))
         return out
 
+    def predict_by_feat(*outs, batch_img_metas=None, **kwargs):
+        # Panoptic FPN's mode='tensor' forward runs the RPN's convolutions itself and then
+        # asks for its proposals here
+        feats = outs[0]
+        out = []
+        for meta_info in batch_img_metas or []:
+            h, w = meta_info['img_shape'][:2]
+            boxes = feats[0].new_tensor([0.0, 0.0, float(w), float(h)]).expand(n, 4)
+            out.append(InstanceData(bboxes=boxes.contiguous(), scores=feats[0].new_ones(n),
+                                    labels=feats[0].new_zeros(n, dtype=torch.long)))
+        return out
+
     def zeros_of_shape(ext: nn.Module):
         def forward(feats, rois, roi_scale_factor=None):
             size = ext.roi_layers[0].output_size
             return feats[0].new_zeros(rois.shape[0], ext.out_channels, *size)
         return forward
 
-    patched = [(rpn, 'predict', predict)]
+    patched = [(rpn, 'predict', predict), (rpn, 'predict_by_feat', predict_by_feat)]
     if meta:
         patched += [(m, 'forward', zeros_of_shape(m)) for m in roi.modules()
                     if isinstance(m, BaseRoIExtractor)]
@@ -273,23 +322,71 @@ def _data_independent_two_stage(model: nn.Module, meta: bool) -> Iterator[Option
             delattr(module, name)
 
 
-def count_model(model: nn.Module, inputs: torch.Tensor,
-                data_samples: list) -> Tuple[int, int, Optional[int]]:
+def is_upsampler(module: nn.Module) -> bool:
+    """fade_mm's upsamplers (:class:`fade_mm.upsamplers.Upsampler`) and mmcv's
+    ``CARAFEPack``."""
+    from fade_mm.upsamplers import Upsampler
+    return isinstance(module, Upsampler) or type(module).__name__ == 'CARAFEPack'
+
+
+def count_model(model: nn.Module, inputs: torch.Tensor, data_samples: list,
+                calls: Optional[list] = None) -> Tuple[int, int, Optional[int]]:
     """Multiply-adds of ``model(inputs, data_samples, mode='tensor')``.
+
+    Args:
+        calls: if a list, every call of an upsampler module during the pass is appended to
+            it as ``(name, module, args, kwargs)`` (see :func:`upsampler_share`).
 
     Returns:
         ``(macs, sampling_macs, proposals)``: ``proposals`` is the number of RoIs a two-stage
         detector's RoI stage was run on (None for other models).
     """
     sampling = _SamplingMacs()
+    hooks = []
+    if calls is not None:
+        for name, module in model.named_modules():
+            if is_upsampler(module):
+                def record(mod, args, kwargs, name=name):
+                    calls.append((name, mod, args, kwargs))
+                hooks.append(module.register_forward_pre_hook(record, with_kwargs=True))
 
     def forward() -> None:
         with sampling:
             model(inputs, data_samples, mode='tensor')
 
-    with _data_independent_two_stage(model, inputs.is_meta) as proposals:
-        macs = count_flops(forward)
+    try:
+        with _data_independent_two_stage(model, inputs.is_meta) as proposals:
+            macs = count_flops(forward)
+    finally:
+        for hook in hooks:
+            hook.remove()
     return macs, sampling.macs, proposals
+
+
+def upsampler_share(model: nn.Module, calls: list, params: int, macs: int) -> Dict[str, Any]:
+    """The upsamplers' part of a model: their parameters and the multiply-adds of their
+    recorded calls (each call counted again on its own, with the same inputs)."""
+    per_module = []
+    with torch.no_grad():
+        for name, module, args, kwargs in calls:
+            per_module.append(dict(name=name, type=type(module).__name__,
+                                   params=sum(p.numel() for p in module.parameters()),
+                                   macs=count_flops(lambda: module(*args, **kwargs))))
+    modules = {name: m for name, m in model.named_modules() if is_upsampler(m)}
+    up_params = sum(p.numel() for m in modules.values() for p in m.parameters())
+    up_macs = sum(c['macs'] for c in per_module)
+    return dict(modules=len(modules), params=up_params, macs=up_macs,
+                params_share=up_params / params if params else 0.0,
+                macs_share=up_macs / macs if macs else 0.0, per_module=per_module)
+
+
+def model_key(model_cfg: Any) -> str:
+    """A short hash of a model config (``cfg.model``): equal for equal configs, whichever
+    file they were read from (results_table.py matches complexity JSONs to runs by it)."""
+    if hasattr(model_cfg, 'to_dict'):
+        model_cfg = model_cfg.to_dict()
+    text = json.dumps(model_cfg, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 def measure(cfg: Config, shape: Sequence[int] = DEFAULT_SHAPE, device: str = 'auto',
@@ -314,35 +411,62 @@ def measure(cfg: Config, shape: Sequence[int] = DEFAULT_SHAPE, device: str = 'au
         raise ValueError(f"get_flops: `device` must be 'auto', 'meta' or 'cpu', got {device!r}")
     check_shape(shape)
     scope = scope_of(cfg)
+    key = model_key(cfg.model)  # before building: some constructors update their configs
+    with in_scope(scope):
+        return _measure(cfg, scope, key, shape, device, config_path)
+
+
+def _measure(cfg: Config, scope: str, key: str, shape: Sequence[int], device: str,
+             config_path: Optional[str]) -> Complexity:
     model = build_model(cfg)
     params = sum(p.numel() for p in model.parameters())
     meta_error = None
     macs = sampling = proposals = inputs = None
-    if device in ('auto', 'meta'):
-        try:
-            # the image on meta too: nothing of the input's size is allocated
-            inputs, samples = dummy_batch(cfg, shape, 'meta')
-            # a copy: moving to meta discards the weights a CPU fallback would need
-            macs, sampling, proposals = count_model(copy.deepcopy(model).to('meta'),
-                                                    inputs, samples)
-        except Exception as err:  # noqa: BLE001  (any op without a meta kernel lands here)
-            if device == 'meta':
-                raise
-            meta_error = f'{type(err).__name__}: {str(err).splitlines()[0][:200]}'
-    if macs is None:
-        inputs, samples = dummy_batch(cfg, shape)
-        macs, sampling, proposals = count_model(model, inputs, samples)
+    calls: list = []
+    counted = model
+    with warnings.catch_warnings():
+        for text in QUIET:
+            warnings.filterwarnings('ignore', message=text)
+        if device in ('auto', 'meta'):
+            try:
+                # the image on meta too: nothing of the input's size is allocated
+                inputs, samples = dummy_batch(cfg, shape, 'meta')
+                # a copy: moving to meta discards the weights a CPU fallback would need
+                counted = copy.deepcopy(model).to('meta')
+                macs, sampling, proposals = count_model(counted, inputs, samples, calls)
+            except Exception as err:  # noqa: BLE001  (any op without a meta kernel)
+                if device == 'meta':
+                    raise
+                meta_error = f'{type(err).__name__}: {str(err).splitlines()[0][:200]}'
+        if macs is None:
+            calls.clear()
+            counted = model
+            inputs, samples = dummy_batch(cfg, shape)
+            macs, sampling, proposals = count_model(model, inputs, samples, calls)
+        share = upsampler_share(counted, calls, params, macs)
     _, up = find_upsample_cfg(cfg.model)
     return Complexity(config=config_path or cfg.filename, scope=scope,
                       upsampler=up.get('type') if isinstance(up, dict) else None,
                       params=params, macs=macs, sampling_macs=sampling,
                       input_shape=list(inputs.shape),
                       device='cpu' if meta_error or device == 'cpu' else 'meta',
-                      meta_error=meta_error, proposals=proposals)
+                      meta_error=meta_error, proposals=proposals,
+                      shape=[int(shape[0]), int(shape[1])], upsamplers=share,
+                      model_key=key)
 
 
 def _fmt_params(n: int) -> str:
     return f'{n:,} ({n / 1e6:.2f} M)'
+
+
+def _share_lines(res: Complexity) -> List[str]:
+    up = res.upsamplers or {}
+    if not up.get('modules'):
+        return ['upsamplers no upsampler modules (the head/neck interpolates)']
+    calls = len(up.get('per_module', []))
+    return [f"upsamplers {up['modules']} modules, {calls} calls: {up['params']:,} params "
+            f"({100 * up['params_share']:.2f}%), {up['macs'] / 1e9:.3f} GFLOPs "
+            f"({100 * up['macs_share']:.2f}%)"]
 
 
 def report(res: Complexity, base: Optional[Complexity] = None) -> str:
@@ -360,6 +484,7 @@ def report(res: Complexity, base: Optional[Complexity] = None) -> str:
         f'GFLOPs     {res.gflops:.3f}  (multiply-adds x 1e-9: conv/linear/matmul incl. '
         f'CARAFE reassembly, 4 per output of bilinear interpolation and grid sampling)',
         f'  of which bilinear interpolation / grid sampling: {res.sampling_macs / 1e9:.3f}',
+        *_share_lines(res),
     ]
     if base is not None:
         d_params = res.params - base.params
@@ -376,31 +501,80 @@ def report(res: Complexity, base: Optional[Complexity] = None) -> str:
     return '\n'.join(lines)
 
 
+JSON_FIELDS_HELP = ('params, macs (multiply-adds), gflops, sampling_macs, upsamplers (their '
+                    'modules, params, macs, shares and per-call counts), config, shape (H W '
+                    'asked for), input_shape (after padding), scope, upsampler, device, '
+                    'proposals, model_key')
+# Placeholders of --json PATH with several configs: one file per config.
+PLACEHOLDERS = ('{config_dir}', '{config_stem}')
+
+
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     p = cli.ArgumentParser(
         prog='get_flops.py',
-        description='Parameters and GFLOPs (multiply-adds) of an mmdet/mmseg config.')
-    p.add_argument('config', help='mmdet or mmseg config file')
+        description='Parameters and GFLOPs (multiply-adds) of an mmdet/mmseg config.',
+        epilog='--json PATH writes what results_table.py reads: ' + JSON_FIELDS_HELP + '. '
+        'For a run of a work dir, count its dumped config: get_flops.py work_dirs/X/X.py '
+        '--json work_dirs/X/complexity.json; for several, --json '
+        "'{config_dir}/complexity.json' writes one next to each config.")
+    p.add_argument('config', nargs='+', help='mmdet or mmseg config file(s)')
     p.add_argument('--shape', type=int, nargs='+', default=list(DEFAULT_SHAPE),
                    metavar='N', help='input H W, or one number for a square '
                    f'(default: {DEFAULT_SHAPE[0]} {DEFAULT_SHAPE[1]} for both tasks)')
     p.add_argument('--compare', metavar='BASE_CONFIG',
-                   help='also measure BASE_CONFIG and print the delta to it')
+                   help='also measure BASE_CONFIG and print the delta to it (one config only)')
     p.add_argument('--device', choices=['auto', 'meta', 'cpu'], default='auto',
                    help="'auto' (default): meta device (shapes only, fast), CPU when the "
                    'model needs real values')
-    p.add_argument('--json', action='store_true', help='print one JSON object instead')
+    p.add_argument('--json', nargs='?', const='-', metavar='PATH',
+                   help='JSON instead of the report: one object a config, printed (no PATH, '
+                   'or -) or written to PATH (a list for several configs, or one file each '
+                   'when PATH holds {config_dir} or {config_stem})')
     p.add_argument('--cfg-options', nargs='+', action=cli.DictAction, metavar='KEY=VALUE',
                    help='override settings of the config(s), e.g. '
                    'model.decode_head.upsample_cfg.type=FADELite')
     args = p.parse_args(argv)
     args.shape = parse_shape(p, args.shape)
-    for path in [args.config] + ([args.compare] if args.compare else []):
+    if args.compare and len(args.config) > 1:
+        p.error('--compare takes one config, got several')
+    if args.json not in (None, '-'):
+        if args.json.endswith('.py'):
+            p.error(f'argument --json: {args.json} is a .py file: name a .json file, or put '
+                    '--json after the config')
+        if len(args.config) > 1 and args.json.endswith(os.sep):
+            p.error(f'argument --json: {args.json} is a directory')
+    for path in args.config + ([args.compare] if args.compare else []):
         try:
-            cli.check_config_file(path, 'config' if path == args.config else '--compare')
+            cli.check_config_file(path, '--compare' if path == args.compare else 'config')
         except cli.UsageError as err:
             p.error(str(err))
     return args
+
+
+def to_json(res: Complexity, base: Optional[Complexity] = None) -> Dict[str, Any]:
+    """The JSON object of one result (and its delta to ``base``) that ``--json`` writes."""
+    out: Dict[str, Any] = dict(asdict(res), gflops=res.gflops, unit='multiply-adds')
+    if base is not None:
+        out['baseline'] = dict(asdict(base), gflops=base.gflops)
+        out['delta_params'] = res.params - base.params
+        out['delta_macs'] = res.macs - base.macs
+    return out
+
+
+def json_path(template: str, config: str) -> str:
+    """``--json PATH`` for one config: ``{config_dir}`` / ``{config_stem}`` filled in."""
+    return (template.replace('{config_dir}', osp.dirname(osp.abspath(config)))
+            .replace('{config_stem}', osp.splitext(osp.basename(config))[0]))
+
+
+def write_json(path: str, data: Any) -> None:
+    """Writes ``data`` to ``path`` atomically (a reader never sees half a file)."""
+    os.makedirs(osp.dirname(osp.abspath(path)), exist_ok=True)
+    tmp = f'{path}.tmp{os.getpid()}'
+    with open(tmp, 'w', encoding='utf-8') as f:
+        json.dump(data, f, indent=1)
+        f.write('\n')
+    os.replace(tmp, path)
 
 
 def check_shape(shape: Sequence[int]) -> None:
@@ -431,20 +605,28 @@ def parse_shape(parser: argparse.ArgumentParser, shape: List[int]) -> List[int]:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parse_args(argv)
+    base = None
+    if args.compare:
+        base = measure(load_config(args.compare, args.cfg_options), args.shape, args.device,
+                       config_path=args.compare)
     results = []
-    for path in [args.config] + ([args.compare] if args.compare else []):
+    for path in args.config:
         cfg = load_config(path, args.cfg_options)
-        results.append(measure(cfg, args.shape, args.device, config_path=path))
-    res, base = results[0], (results[1] if len(results) > 1 else None)
-    if args.json:
-        out: Dict[str, Any] = dict(asdict(res), gflops=res.gflops, unit='multiply-adds')
-        if base is not None:
-            out['baseline'] = dict(asdict(base), gflops=base.gflops)
-            out['delta_params'] = res.params - base.params
-            out['delta_macs'] = res.macs - base.macs
-        print(json.dumps(out))
+        results.append((path, measure(cfg, args.shape, args.device, config_path=path)))
+    if args.json is None:
+        print('\n\n'.join(report(res, base) for _, res in results))
+    elif args.json == '-':
+        for _, res in results:
+            print(json.dumps(to_json(res, base)))
+    elif any(p in args.json for p in PLACEHOLDERS):
+        for path, res in results:
+            out = json_path(args.json, path)
+            write_json(out, to_json(res, base))
+            print(f'{path}: {out}')
     else:
-        print(report(res, base))
+        data = [to_json(res, base) for _, res in results]
+        write_json(args.json, data[0] if len(data) == 1 else data)
+        print(f'{", ".join(p for p, _ in results)}: {args.json}')
     return 0
 
 

@@ -6,17 +6,38 @@ Reads what an mmengine 0.10 ``Runner`` writes for each run ``work_dirs/<config_n
 - ``<config_name>.py``: the dumped config (else ``<timestamp>/vis_data/config.py``);
 - ``<timestamp>/vis_data/scalars.json`` (same lines as ``vis_data/<timestamp>.json``): one
   JSON object per line -- training logs and, after every validation, its metrics;
-- ``<timestamp>/<timestamp>.json``: the metrics of ``runner.test()`` / ``tools/test.py``.
+- ``<timestamp>/<timestamp>.json``: the metrics of ``runner.test()`` / ``tools/test.py``;
 
-Timestamps of one run (a resumed training) are read in order. Per run it reports the
-upsampler (from the config's ``upsample_cfg``), the backbone, parameters and GFLOPs
-(multiply-adds, counted as ``get_flops.py`` does, at ``--shape``: default 512x512 for both
-tasks, as 800x1333 detection inputs take long on CPU) and the metrics -- COCO box AP, AP50,
-AP75, APS, APM, APL (``coco/bbox_mAP*``, shown x100) for detection, mIoU and bIoU (plus aAcc,
-mAcc on request) for segmentation -- of two evaluations: **best** (the evaluation with the
-highest AP / mIoU, all its columns from that same evaluation) and **final** (the last one;
-a test run when there was no validation). Deltas are to the baseline row: by default the
-nearest / bilinear run of the same task and backbone.
+and, for parameters and GFLOPs, the **complexity JSON** that ``get_flops.py --json`` writes
+(see below). Timestamps of one run (a resumed training) are read in order. Per run it reports
+the upsampler (from the config's ``upsample_cfg``), the backbone, parameters and GFLOPs
+(multiply-adds) and the metrics of its task, told by the config's evaluator:
+
+- ``det``: COCO box AP, AP50, AP75, APS, APM, APL (``coco/bbox_mAP*``, shown x100);
+- ``ins`` (a ``CocoMetric`` with ``segm``): box AP and mask AP (``coco/segm_mAP*``:
+  ``maskAP``, ``maskAP50``, ... ``maskAPL``);
+- ``pan`` (``CocoPanopticMetric``): PQ, SQ, RQ, PQ_th, PQ_st (also SQ_th, RQ_th, SQ_st, RQ_st
+  on request; ``coco_panoptic/*``, logged x100 already);
+- ``seg``: mIoU and bIoU (plus aAcc, mAcc on request);
+
+of two evaluations: **best** (the evaluation with the highest mask AP / AP / PQ / mIoU, all
+its columns from that same evaluation) and **final** (the last one; a test run when there
+was no validation). Deltas are to the baseline row: by default the nearest / bilinear run
+of the same task and backbone.
+
+**Complexity.** Nothing is built to count FLOPs unless asked: parameters and multiply-adds
+come from complexity JSONs, ``get_flops.py CONFIG --json PATH``:
+
+- ``<run_dir>/complexity.json`` belongs to that run (count it on the run's dumped config,
+  ``get_flops.py work_dirs/X/X.py --json work_dirs/X/complexity.json``, which is what
+  ``tools/demo.py`` does);
+- ``--complexity FILE_OR_DIR ...``: JSON files (a directory: its ``*.json``) whose entries
+  apply to every run whose model config equals the one counted (``model_key``).
+
+GFLOPs are for the input shape recorded in the JSON; ``--shape`` keeps the entries of that
+shape only (the others give parameters alone). ``--count`` builds and counts the models that
+have no such entry (at ``--shape``, default 512x512), as ``get_flops.py`` does; without it,
+their ΔParams / ΔGFLOPs show a dash. ``--no-flops`` drops the GFLOPs column.
 
 **Seeds.** Runs of one experiment that differ only in their seed make one row: each metric
 shows the mean and the sample standard deviation (n - 1) over them, ``44.31 ± 0.21``, and the
@@ -42,11 +63,15 @@ Seeds are read from the logs.
 A half-written run (an unreadable config, log or scalars file) does not stop the table: it
 is skipped, or shown without what could not be read, with a one-line warning.
 
+The rows and their rendering are :mod:`table_render` (next to this file, standard library
+only); this tool reads the work dirs and the complexity JSONs.
+
 Examples::
 
     python tools/analysis_tools/results_table.py work_dirs
     python tools/analysis_tools/results_table.py work_dirs/segformer_* --format latex \\
         --baseline segformer_mit-b1_bilinear_1xb16-160k_ade20k-512x512 --metrics mIoU bIoU mAcc
+    python tools/analysis_tools/results_table.py work_dirs --count --shape 512 512
     python tools/analysis_tools/results_table.py work_dirs --format csv --no-flops
     python tools/analysis_tools/results_table.py work_dirs/demo/*_seed* --eval final
 """
@@ -54,65 +79,35 @@ from __future__ import annotations
 
 import argparse
 import ast
-import csv
-import io
+import collections
 import json
-import math
 import operator
 import os
 import os.path as osp
 import re
-import statistics
 import sys
 import warnings
-from dataclasses import dataclass, field
 from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
 
 sys.path.insert(0, osp.dirname(osp.abspath(__file__)))  # get_flops.py, next to this file
 import get_flops  # noqa: E402  (also puts the repository on sys.path)
+import table_render  # noqa: E402
+from table_render import (METHOD_ORDER, TASKS, Cell, Evaluation, Metric,  # noqa: E402,F401
+                          Run, RunGroup, Stat, latex_escape, lookup, metric_cells,
+                          metric_stat, value_of, within_spread)
 
 from mmengine.config import Config  # noqa: E402
 
 from fade_mm import cli  # noqa: E402
 
 TIMESTAMP = re.compile(r'^\d{8}_\d{6}$')
-
-
-@dataclass(frozen=True)
-class Metric:
-    """One metric column: its label, the key mmengine logs, scale and decimals shown."""
-
-    label: str
-    key: str
-    scale: float
-    decimals: int
-
-
-TASKS: Dict[str, Dict[str, Any]] = {
-    'det': dict(
-        metrics=[Metric('AP', 'coco/bbox_mAP', 100, 1), Metric('AP50', 'coco/bbox_mAP_50', 100, 1),
-                 Metric('AP75', 'coco/bbox_mAP_75', 100, 1),
-                 Metric('APS', 'coco/bbox_mAP_s', 100, 1),
-                 Metric('APM', 'coco/bbox_mAP_m', 100, 1),
-                 Metric('APL', 'coco/bbox_mAP_l', 100, 1)],
-        default=['AP', 'AP50', 'AP75', 'APS', 'APM', 'APL'], baselines=('Nearest',),
-        title='Detection (COCO box AP)'),
-    'seg': dict(
-        metrics=[Metric('mIoU', 'mIoU', 1, 2), Metric('bIoU', 'bIoU', 1, 2),
-                 Metric('aAcc', 'aAcc', 1, 2), Metric('mAcc', 'mAcc', 1, 2)],
-        default=['mIoU', 'bIoU'], baselines=('Bilinear', 'Nearest'),
-        title='Semantic segmentation'),
-}
 SCOPE_TASK = {'mmdet': 'det', 'mmseg': 'seg'}
-
-# Row order of the papers' tables (a label sorts by its longest prefix listed here).
-METHOD_ORDER = ['Nearest', 'Bilinear', 'Deconv', 'PixelShuffle', 'CARAFE', 'IndexNet', 'A2U',
-                'SAPA', 'DySample', 'FADE', 'FADE-Lite']
 LABELS = {'nearest': 'Nearest', 'nearestupsample': 'Nearest', 'bilinear': 'Bilinear',
           'bilinearupsample': 'Bilinear', 'deconv': 'Deconv', 'deconvupsample': 'Deconv',
           'pixel_shuffle': 'PixelShuffle', 'pixelshuffleupsample': 'PixelShuffle',
-          'carafe': 'CARAFE', 'indexnet': 'IndexNet', 'a2u': 'A2U', 'sapa': 'SAPA',
-          'dysample': 'DySample', 'fade': 'FADE', 'fadelite': 'FADE-Lite'}
+          'carafe': 'CARAFE', 'carafeupsample': 'CARAFE', 'indexnet': 'IndexNet',
+          'a2u': 'A2U', 'sapa': 'SAPA', 'dysample': 'DySample', 'fade': 'FADE',
+          'fadelite': 'FADE-Lite'}
 # Keys of a config that say where and how a run was launched, not what it trained: seeds of
 # one experiment started apart (own work dir, another launcher, resumed) still group.
 LAUNCH_KEYS = ('work_dir', 'launcher', 'resume')
@@ -120,142 +115,15 @@ LAUNCH_KEYS = ('work_dir', 'launcher', 'resume')
 LOG_SEED = re.compile(r'^\s*seed: (-?\d+)\s*$')
 # Only the head of a log holds that block: training logs grow to gigabytes.
 LOG_HEAD_LINES = 400
-SEED_SUFFIX = re.compile(r'[_-]seed\d+$')
 MIT = {(32, (2, 2, 2, 2)): 'B0', (64, (2, 2, 2, 2)): 'B1', (64, (3, 4, 6, 3)): 'B2',
        (64, (3, 4, 18, 3)): 'B3', (64, (3, 8, 27, 3)): 'B4', (64, (3, 6, 40, 3)): 'B5'}
-DASH = '–'
-WITHIN_SPREAD = '†'
-
-
-@dataclass
-class Evaluation:
-    """The metrics of one validation (or test) pass."""
-
-    metrics: Dict[str, float]
-    step: Optional[int]
-    timestamp: str
-
-
-@dataclass
-class Run:
-    """One ``work_dirs/<config_name>`` directory, read."""
-
-    name: str
-    path: str
-    task: Optional[str]
-    config: Optional[Config]
-    config_path: Optional[str]
-    method: str
-    backbone: str
-    vals: List[Evaluation] = field(default_factory=list)
-    tests: List[Evaluation] = field(default_factory=list)
-    biou_ratio: Optional[float] = None
-    params: Optional[int] = None
-    macs: Optional[int] = None
-    seed: Optional[int] = None
-
-    @property
-    def evaluations(self) -> List[Evaluation]:
-        return self.vals or self.tests
-
-    def best(self) -> Optional[Evaluation]:
-        primary = TASKS[self.task]['metrics'][0]
-        scored = [(value_of(e, primary), i, e) for i, e in enumerate(self.evaluations)]
-        scored = [s for s in scored if s[0] is not None]
-        # the earliest evaluation wins ties: the one a "save_best" checkpoint would hold
-        return max(scored, key=lambda s: (s[0], -s[1]))[2] if scored else None
-
-    def final(self) -> Optional[Evaluation]:
-        return self.evaluations[-1] if self.evaluations else None
-
-
-@dataclass
-class RunGroup:
-    """One table row: the runs of one experiment that differ only in their seed (n >= 1).
-
-    Task, method, backbone and complexity are the same for all of them (their configs are
-    equal but for the seed); they are read from the first run.
-    """
-
-    runs: List[Run]
-    baseline: Optional['RunGroup'] = None
-
-    @property
-    def name(self) -> str:
-        """The run directory's name; for several runs their common name without
-        ``_seed<N>``, else the first one's."""
-        if len(self.runs) == 1:
-            return self.runs[0].name
-        stems = {SEED_SUFFIX.sub('', r.name) for r in self.runs}
-        return stems.pop() if len(stems) == 1 else self.runs[0].name
-
-    @property
-    def n(self) -> int:
-        return len(self.runs)
-
-    @property
-    def seeds(self) -> List[Optional[int]]:
-        return [r.seed for r in self.runs]
-
-    @property
-    def task(self) -> Optional[str]:
-        return self.runs[0].task
-
-    @property
-    def method(self) -> str:
-        return self.runs[0].method
-
-    @property
-    def backbone(self) -> str:
-        return self.runs[0].backbone
-
-    @property
-    def biou_ratio(self) -> Optional[float]:
-        return self.runs[0].biou_ratio
-
-    @property
-    def params(self) -> Optional[int]:
-        return self.runs[0].params
-
-    @property
-    def macs(self) -> Optional[int]:
-        return self.runs[0].macs
-
-    def names(self) -> List[str]:
-        """Every name the group answers to (``--baseline``), lower case."""
-        return [self.name.lower()] + [r.name.lower() for r in self.runs]
-
-
-@dataclass(frozen=True)
-class Stat:
-    """A metric over the runs of a group: mean, sample std (None for one run), count."""
-
-    mean: float
-    std: Optional[float]
-    n: int
+# The complexity JSON of a run, in its directory (get_flops.py --json).
+COMPLEXITY_FILE = 'complexity.json'
+# Largest complexity JSON read (one entry is ~1 kB; a directory of them stays small).
+MAX_COMPLEXITY_BYTES = 16 * 2 ** 20
 
 
 # ----------------------------------------------------------------------------- reading
-
-def lookup(metrics: Dict[str, Any], key: str) -> Optional[float]:
-    """``metrics[key]``, also under another evaluator prefix (``'x/bIoU'``); None if absent."""
-    if key in metrics:
-        return metrics[key]
-    base = key.split('/')[-1]
-    for k, v in metrics.items():
-        if k.split('/')[-1] == base:
-            return v
-    return None
-
-
-def value_of(ev: Evaluation, metric: Metric) -> Optional[float]:
-    """The metric in display units; None when absent or undefined (COCO logs -1 for a size
-    range without ground truth)."""
-    v = lookup(ev.metrics, metric.key)
-    if not isinstance(v, (int, float)) or v < 0 or (isinstance(v, float) and math.isnan(v)):
-        return None
-    return v * metric.scale
-
 
 def _read_json_lines(path: str) -> List[Dict[str, Any]]:
     """The JSON objects of a log of one object a line; unreadable lines are skipped with
@@ -280,6 +148,33 @@ def _read_json_lines(path: str) -> List[Dict[str, Any]]:
                  f'{len(bad)} lines ({", ".join(map(str, bad[:5]))}{more})')
         warnings.warn(f'results_table: skipping unreadable {where} of {path}')
     return records
+
+
+# Tasks told from metric keys alone, most specific first (an instance segmentation record
+# holds box AP too).
+GUESS_ORDER = ('pan', 'ins', 'det', 'seg')
+
+
+def _evaluator_types(cfg: Config) -> List[Dict[str, Any]]:
+    evaluators = cfg.get('val_evaluator') or cfg.get('test_evaluator') or []
+    return [e for e in (evaluators if isinstance(evaluators, (list, tuple)) else [evaluators])
+            if isinstance(e, dict)]
+
+
+def task_of(cfg: Config) -> Optional[str]:
+    """The run's task from its config: ``seg`` for mmseg; for mmdet ``pan`` with a
+    ``CocoPanopticMetric``, ``ins`` with a ``CocoMetric`` that evaluates ``segm``, else
+    ``det``; None for another scope."""
+    task = SCOPE_TASK.get(cfg.get('default_scope'))
+    if task != 'det':
+        return task
+    for ev in _evaluator_types(cfg):
+        if ev.get('type') == 'CocoPanopticMetric':
+            return 'pan'
+        metric = ev.get('metric', 'bbox')
+        if 'segm' in ([metric] if isinstance(metric, str) else list(metric or [])):
+            return 'ins'
+    return 'det'
 
 
 def _is_evaluation(rec: Dict[str, Any], task: Optional[str]) -> bool:
@@ -567,7 +462,7 @@ def method_label(cfg: Config, task: str) -> str:
     found, up = get_flops.find_upsample_cfg(cfg.model)
     if not found or up is None:
         # mmdet's FPN interpolates with nearest, mmseg's heads with bilinear
-        return 'Nearest' if task == 'det' else 'Bilinear'
+        return 'Bilinear' if task == 'seg' else 'Nearest'
     up = dict(up)
     kind = str(up.pop('type', up.pop('mode', '?')))
     for k in ('_delete_', 'in_channels', 'scale_factor', 'align_corners'):
@@ -607,9 +502,8 @@ BIOU_METRICS = {'BoundaryIoUMetric': 'ratio', 'IoUBoundaryMetric': 'boundary_rat
 
 
 def _biou_ratio(cfg: Config) -> Optional[float]:
-    evaluators = cfg.get('val_evaluator') or cfg.get('test_evaluator') or []
-    for ev in evaluators if isinstance(evaluators, (list, tuple)) else [evaluators]:
-        if isinstance(ev, dict) and ev.get('type') in BIOU_METRICS:
+    for ev in _evaluator_types(cfg):
+        if ev.get('type') in BIOU_METRICS:
             return float(ev.get(BIOU_METRICS[ev['type']], 0.02))
     return None
 
@@ -666,7 +560,7 @@ def read_run(run_dir: str) -> Run:
                           f'{"; ".join(problems[:4])}{" ..." if len(problems) > 4 else ""}')
         if cfg is not None and not isinstance(cfg.get('model'), dict):
             cfg = None  # nothing to tell the method, backbone or experiment by
-        task = SCOPE_TASK.get(cfg.get('default_scope')) if cfg is not None else None
+        task = task_of(cfg) if cfg is not None else None
     vals: List[Evaluation] = []
     tests: List[Evaluation] = []
     for stamp in stamps:
@@ -683,7 +577,7 @@ def read_run(run_dir: str) -> Run:
             tests += [Evaluation(r, None, stamp) for r in _read_json_lines(test_log)
                       if _is_evaluation(r, task)]
     if task is None:  # no readable config: guess from the metric keys
-        for t in TASKS:
+        for t in GUESS_ORDER:
             if any(_is_evaluation(e.metrics, t) for e in vals + tests):
                 task = t
                 break
@@ -742,30 +636,168 @@ def group_runs(runs: List[Run], by_seed: bool = True) -> List[RunGroup]:
     return out
 
 
+
+
 # ----------------------------------------------------------------------------- complexity
 
-def add_complexity(runs: List[Run], shape: Sequence[int], flops: bool, device: str = 'auto',
-                   exclude_sampling: bool = False) -> None:
-    """Fills ``params`` (and ``macs`` when ``flops``) of every run with a config.
+def _shape_of(entry: Dict[str, Any]) -> Optional[Tuple[int, int]]:
+    shape = entry.get('shape')
+    if isinstance(shape, (list, tuple)) and len(shape) == 2 \
+            and all(isinstance(s, int) and not isinstance(s, bool) for s in shape):
+        return int(shape[0]), int(shape[1])
+    return None
+
+
+def _complexity_entry(obj: Any) -> Optional[Dict[str, Any]]:
+    """``obj`` if it is a complexity record of get_flops.py (params, macs, shape)."""
+    if not isinstance(obj, dict):
+        return None
+    if not all(isinstance(obj.get(k), int) and not isinstance(obj.get(k), bool)
+               for k in ('params', 'macs')) or _shape_of(obj) is None:
+        return None
+    return obj
+
+
+def read_complexity(path: str) -> List[Dict[str, Any]]:
+    """The complexity records of one JSON file (``get_flops.py --json``): an object, a list
+    of objects, or one object a line. Unreadable files and records are skipped with a
+    warning."""
+    try:
+        if osp.getsize(path) > MAX_COMPLEXITY_BYTES:
+            raise ValueError(f'larger than {MAX_COMPLEXITY_BYTES // 2 ** 20} MiB')
+        with open(path, encoding='utf-8') as f:
+            text = f.read()
+    except (OSError, UnicodeDecodeError, ValueError) as err:
+        warnings.warn(f'results_table: {path}: complexity JSON not read ({err})')
+        return []
+    try:
+        data = json.loads(text)
+        items = data if isinstance(data, list) else [data]
+    except ValueError:
+        items = []
+        for line in text.splitlines():
+            try:
+                items.append(json.loads(line))
+            except ValueError:
+                if line.strip():
+                    items.append(None)
+    entries = [e for e in map(_complexity_entry, items) if e is not None]
+    if len(entries) < len(items):
+        warnings.warn(f'results_table: {path}: {len(items) - len(entries)} of {len(items)} '
+                      'records are not complexity records of get_flops.py --json (params, '
+                      'macs, shape): skipped')
+    return entries
+
+
+def complexity_sources(paths: Sequence[str]) -> List[Dict[str, Any]]:
+    """The records of ``--complexity`` files and directories (their ``*.json``)."""
+    entries: List[Dict[str, Any]] = []
+    for path in paths:
+        if osp.isdir(path):
+            files = sorted(osp.join(path, f) for f in os.listdir(path) if f.endswith('.json'))
+        elif osp.isfile(path):
+            files = [path]
+        else:
+            raise cli.UsageError(f'argument --complexity: no such file or directory: {path}')
+        for file in files:
+            entries += [dict(e, _source=file) for e in read_complexity(file)]
+    return entries
+
+
+def run_model_key(run: Run) -> Optional[str]:
+    """:func:`get_flops.model_key` of the run's model config (None without a config)."""
+    if run.config is None or not isinstance(run.config.get('model'), dict):
+        return None
+    return get_flops.model_key(run.config.model)
+
+
+def _own_complexity(run: Run) -> Optional[Dict[str, Any]]:
+    path = osp.join(run.path, COMPLEXITY_FILE)
+    if not osp.isfile(path):
+        return None
+    entries = read_complexity(path)
+    if not entries:
+        return None
+    entry = dict(entries[0], _source=path)
+    key = run_model_key(run)
+    if key is not None and entry.get('model_key') not in (None, key):
+        warnings.warn(f'results_table: {path}: counted for another model config than the '
+                      "run's dump (count it with get_flops.py on the run's dumped config); "
+                      'used as it is')
+    return entry
+
+
+def add_complexity(runs: List[Run], shape: Optional[Sequence[int]] = None, flops: bool = True,
+                   device: str = 'auto', exclude_sampling: bool = False, count: bool = False,
+                   sources: Sequence[Dict[str, Any]] = ()) -> None:
+    """Fills ``params``, ``macs`` (when ``flops``) and ``shape`` of the runs.
+
+    From complexity records first: the run's own ``complexity.json``, else a record of
+    ``sources`` (:func:`complexity_sources`) with the run's model key. GFLOPs are taken from
+    records of ``shape`` only; with ``shape`` None, from those of each task's most common
+    shape (so that a table compares like with like). Runs left without numbers are counted
+    with :func:`get_flops.measure` when ``count`` (at ``shape``, else the task's shape or
+    512x512), else keep None.
 
     Args:
-        runs: the runs; those without a readable config are left alone.
-        shape: ``(H, W)`` of the dummy input (see ``get_flops.measure``).
-        flops: count multiply-adds too (else only build the model for its parameters).
-        device: ``'auto'``, ``'meta'`` or ``'cpu'`` (see ``get_flops.measure``).
+        runs: the runs; those without a readable config get nothing from ``sources`` and
+            are not counted.
+        shape: ``(H, W)`` the GFLOPs must be for (None: see above).
+        flops: fill ``macs`` (else parameters only).
+        device: ``'auto'``, ``'meta'`` or ``'cpu'`` for counting (see get_flops.measure).
         exclude_sampling: leave interpolation / grid sampling out of ``macs``.
+        count: build and count the models without a usable record.
+        sources: complexity records from ``--complexity``.
     """
-    # runs of one model config (seeds, schedules) share one measurement
-    cache: Dict[Tuple[str, bool], Tuple[Optional[int], Optional[int]]] = {}
-    for run in runs:
-        if run.config is None or not run.config.get('model'):
+    by_key: Dict[str, Dict[str, Any]] = {}
+    for entry in sources:
+        key = entry.get('model_key')
+        if isinstance(key, str):
+            by_key.setdefault(key, entry)  # the first named wins
+    found: Dict[int, Dict[str, Any]] = {}
+    for i, run in enumerate(runs):
+        entry = _own_complexity(run)
+        if entry is None:
+            key = run_model_key(run)
+            entry = by_key.get(key) if key else None
+        if entry is not None:
+            found[i] = entry
+    wanted: Dict[Optional[str], Optional[Tuple[int, int]]] = {}
+    for task in {r.task for r in runs}:
+        if shape is not None:
+            wanted[task] = (int(shape[0]), int(shape[1]))
             continue
-        key = (json.dumps(run.config.model.to_dict(), sort_keys=True, default=str), flops)
+        shapes = collections.Counter(_shape_of(found[i]) for i, r in enumerate(runs)
+                                     if i in found and r.task == task)
+        wanted[task] = shapes.most_common(1)[0][0] if shapes else None
+    # runs of one model config (seeds, schedules) share one measurement
+    cache: Dict[Tuple[str, Any, bool], Tuple[Optional[int], Optional[int]]] = {}
+    for i, run in enumerate(runs):
+        entry, want = found.get(i), wanted[run.task]
+        if entry is not None:
+            run.params = entry['params']
+            if flops and _shape_of(entry) == want:
+                run.macs = entry['macs'] - (int(entry.get('sampling_macs') or 0)
+                                            if exclude_sampling else 0)
+                run.shape = want
+                continue
+            if not flops:
+                continue
+            if not count:
+                warnings.warn(f"results_table: {entry['_source']}: counted at "
+                              f"{'x'.join(map(str, _shape_of(entry)))}, the table's "
+                              f"{run.task} rows at {'x'.join(map(str, want))}: no GFLOPs for "
+                              f'{run.name} (--count counts it at that shape)')
+                continue
+        if not count or run.config is None or not run.config.get('model'):
+            continue
+        at = want or tuple(get_flops.DEFAULT_SHAPE)
+        key = (json.dumps(run.config.model.to_dict(), sort_keys=True, default=str), at, flops)
         if key not in cache:
             cache[key] = (None, None)
             try:
                 if flops:
-                    res = get_flops.measure(run.config, shape, device, run.config_path)
+                    res = get_flops.measure(run.config, at, device, run.config_path)
                     cache[key] = (res.params,
                                   res.macs - (res.sampling_macs if exclude_sampling else 0))
                 else:
@@ -776,6 +808,7 @@ def add_complexity(runs: List[Run], shape: Sequence[int], flops: bool, device: s
                 warnings.warn(f'results_table: {run.path}: model not measured, no '
                               f'params/GFLOPs ({cli.explain(err)[0][:300]})')
         run.params, run.macs = cache[key]
+        run.shape = at if run.macs is not None else None
 
 
 def assign_baselines(groups: List[RunGroup], name: Optional[str]) -> None:
@@ -807,343 +840,9 @@ def assign_baselines(groups: List[RunGroup], name: Optional[str]) -> None:
             group.baseline = same[0]
 
 
-def _order(group: RunGroup) -> Tuple:
-    prefixes = [m for m in METHOD_ORDER if group.method.startswith(m)]
-    idx = METHOD_ORDER.index(max(prefixes, key=len)) if prefixes else len(METHOD_ORDER)
-    return (group.backbone, group.baseline is not group, idx, group.method, -group.n,
-            group.name)
-
-
-# ----------------------------------------------------------------------------- statistics
-
-def metric_stat(group: RunGroup, which: str, metric: Metric) -> Optional[Stat]:
-    """Mean and sample std (n - 1) of one metric over the group's runs, each at its own
-    ``which`` evaluation (``'best'`` / ``'final'``); runs without the value are left out."""
-    values = []
-    for run in group.runs:
-        ev = getattr(run, which)()
-        v = value_of(ev, metric) if ev else None
-        if v is not None:
-            values.append(v)
-    if not values:
-        return None
-    std = statistics.stdev(values) if len(values) > 1 else None
-    return Stat(statistics.fmean(values), std, len(values))
-
-
-def within_spread(a: Stat, b: Stat) -> Optional[bool]:
-    """Whether the mean ± std intervals of ``a`` and ``b`` overlap; None when neither has a
-    spread (two single runs). A single run counts as a point."""
-    if a.std is None and b.std is None:
-        return None
-    return abs(a.mean - b.mean) <= (a.std or 0.0) + (b.std or 0.0)
-
-
-# ----------------------------------------------------------------------------- formatting
-
-@dataclass
-class Cell:
-    """A value (mean over the row's runs) and its delta to the baseline (None: not
-    applicable)."""
-
-    value: Optional[float]
-    delta: Optional[float]
-    decimals: int
-    std: Optional[float] = None  # sample std over the runs; None for a single value
-    n: int = 1  # runs with a value
-    partial: bool = False  # fewer values than the row has runs: n is shown in the cell
-    within_spread: Optional[bool] = None  # delta inside the run-to-run spread (marked †)
-
-
-def _num(v: float, decimals: int, sign: bool = False) -> str:
-    s = f'{v:+.{decimals}f}' if sign else f'{v:.{decimals}f}'
-    return s.replace('-', '−') if sign else s
-
-
-def _cell_text(c: Cell) -> str:
-    if c.value is None:
-        return DASH
-    text = _num(c.value, c.decimals)
-    if c.std is not None:
-        text += f' ± {_num(c.std, c.decimals)}'
-    if c.partial:
-        text += f' (n={c.n})'
-    if c.delta is not None:
-        mark = WITHIN_SPREAD if c.within_spread else ''
-        text += f' ({_num(c.delta, c.decimals, True)}{mark})'
-    return text
-
-
-def metric_cells(group: RunGroup, metrics: List[Metric], which: str) -> List[Cell]:
-    """Cells of one evaluation kind (``'best'`` / ``'final'``) with deltas to the baseline
-    row's evaluation of the same kind (differences of the means)."""
-    base = group.baseline if group.baseline not in (None, group) else None
-    cells = []
-    for m in metrics:
-        v = metric_stat(group, which, m)
-        b = metric_stat(base, which, m) if base else None
-        if v is None:
-            cells.append(Cell(None, None, m.decimals, n=0))
-            continue
-        # deltas of the rounded numbers, so that a reader's subtraction agrees with them
-        d = None if b is None else round(round(v.mean, m.decimals) -
-                                         round(b.mean, m.decimals), m.decimals)
-        cells.append(Cell(v.mean, d, m.decimals, std=v.std, n=v.n, partial=v.n < group.n,
-                          within_spread=None if b is None else within_spread(v, b)))
-    return cells
-
-
-def _complexity_text(group: RunGroup, flops: bool) -> Tuple[str, str]:
-    base = group.baseline if group.baseline not in (None, group) else None
-    if group.params is None:
-        p = DASH
-    elif base is not None and base.params is not None:
-        p = _num((group.params - base.params) / 1e6, 2, True) + 'M'
-    else:
-        p = f'{group.params / 1e6:.2f}M'
-    if not flops or group.macs is None:
-        g = DASH
-    elif base is not None and base.macs is not None:
-        g = _num((group.macs - base.macs) / 1e9, 2, True)
-    else:
-        g = f'{group.macs / 1e9:.2f}'
-    return p, g
-
-
-def _per_run(values: Sequence[Any], sep: str = '/') -> str:
-    """One value when the runs agree, else each run's, ``sep``-separated."""
-    texts = ['' if v is None else str(v) for v in values]
-    return texts[0] if len(set(texts)) == 1 else sep.join(texts)
-
-
-def _by_task(groups: List[RunGroup]) -> List[Tuple[str, List[RunGroup]]]:
-    out = []
-    for task in TASKS:
-        rows = sorted((g for g in groups if g.task == task), key=_order)
-        if rows:
-            out.append((task, rows))
-    return out
-
-
-def _headers(metrics: List[Metric], evals: List[str], ratios: Sequence[float]) -> List[str]:
-    names = []
-    for m in metrics:
-        label = m.label
-        if m.label == 'bIoU' and ratios:
-            label += ' (r=' + '/'.join(f'{r:g}' for r in sorted(set(ratios))) + ')'
-        names.append(label)
-    if len(evals) == 1:
-        return names
-    return [f'{e} {n}' for e in evals for n in names]
-
-
-def _fixed_headers(args: argparse.Namespace) -> List[str]:
-    return (['Method', 'Backbone', 'ΔParams'] + ([] if args.no_flops else ['ΔGFLOPs'])
-            + ['n', 'Evals'])
-
-
-def _any_within_spread(rows: List[RunGroup], metrics: List[Metric], evals: List[str]) -> bool:
-    return any(c.within_spread for g in rows for e in evals for c in metric_cells(g, metrics, e))
-
-
-def _notes(task: str, rows: List[RunGroup], metrics: List[Metric], evals: List[str],
-           args: argparse.Namespace) -> List[str]:
-    primary = TASKS[task]['metrics'][0].label
-    ratios = _ratios(rows)
-    notes = []
-    if not args.no_flops:
-        conv = ('bilinear interpolation and grid sampling excluded' if args.exclude_sampling
-                else 'incl. CARAFE reassembly, 4 per output of bilinear interpolation / grid '
-                'sampling')
-        notes.append(f'GFLOPs: multiply-adds for one {args.shape[0]}x{args.shape[1]} input '
-                     f'({conv}).')
-    notes.append(('ΔParams' if args.no_flops else 'ΔParams / ΔGFLOPs') +
-                 ': totals on the baseline row (and rows without one), differences to the '
-                 'baseline elsewhere; metric deltas in parentheses.')
-    if args.per_run:
-        notes.append('n: one run per row (--per-run).')
-    else:
-        notes.append('n: runs of the row, configs equal but for the seed; n > 1: mean ± '
-                     'sample std (n−1) over them, deltas between means.')
-    if _any_within_spread(rows, metrics, evals):
-        notes.append(f'{WITHIN_SPREAD}: difference within run-to-run spread (mean ± std '
-                     'intervals overlap).')
-    if 'best' in evals:
-        notes.append(f'best: the evaluation with the highest {primary} of each run (all '
-                     'its columns); final: the last evaluation.')
-    if any(m.label == 'bIoU' for m in metrics) and ratios:
-        notes.append('bIoU: boundary IoU, band = ' + ', '.join(
-            f'{100 * r:g}%' for r in sorted(set(ratios))) + ' of the image diagonal.')
-    if task == 'det':
-        notes.append('AP: COCO box mAP x100 (IoU 0.50:0.95); – where COCO reports -1.')
-    return notes
-
-
-def _ratios(rows: List[RunGroup]) -> List[float]:
-    return [g.biou_ratio for g in rows if g.biou_ratio is not None]
-
-
-def _rows(rows: List[RunGroup], metrics: List[Metric], evals: List[str],
-          args: argparse.Namespace) -> List[List[str]]:
-    out = []
-    for g in rows:
-        p, gf = _complexity_text(g, not args.no_flops)
-        cells = [c for e in evals for c in metric_cells(g, metrics, e)]
-        line = [g.method, g.backbone, p]
-        if not args.no_flops:
-            line.append(gf)
-        line += [str(g.n), _per_run([len(r.evaluations) for r in g.runs])]
-        out.append(line + [_cell_text(c) for c in cells])
-    return out
-
-
-def render_markdown(groups: List[RunGroup], args: argparse.Namespace) -> str:
-    blocks = []
-    for task, rows in _by_task(groups):
-        metrics, evals = _metrics(task, args), _evals(args)
-        head = _fixed_headers(args) + _headers(metrics, evals, _ratios(rows))
-        align = ['---', '---'] + ['---:'] * (len(head) - 2)
-        lines = [f"**{TASKS[task]['title']}**", '',
-                 '| ' + ' | '.join(head) + ' |', '|' + '|'.join(align) + '|']
-        lines += ['| ' + ' | '.join(row) + ' |' for row in _rows(rows, metrics, evals, args)]
-        lines += [''] + _notes(task, rows, metrics, evals, args)
-        blocks.append('\n'.join(lines))
-    return '\n\n'.join(blocks)
-
-
-_LATEX_ESCAPES = {'\\': r'\textbackslash{}', '&': r'\&', '%': r'\%', '$': r'\$', '#': r'\#',
-                  '_': r'\_', '{': r'\{', '}': r'\}', '~': r'\textasciitilde{}',
-                  '^': r'\textasciicircum{}', '–': '--', '−': '$-$', 'Δ': r'$\Delta$',
-                  '±': r'$\pm$', WITHIN_SPREAD: r'$^\dagger$'}
-
-
-def _ascii(text: str) -> str:
-    # comments too: a pdflatex without utf8 input still reads them
-    return (text.replace('Δ', 'Delta ').replace('–', '-').replace('−', '-')
-            .replace('±', '+/-').replace(WITHIN_SPREAD, 'dagger'))
-
-
-def latex_escape(text: str) -> str:
-    return ''.join(_LATEX_ESCAPES.get(ch, ch) for ch in text)
-
-
-def render_latex(groups: List[RunGroup], args: argparse.Namespace) -> str:
-    blocks = []
-    for task, rows in _by_task(groups):
-        metrics, evals = _metrics(task, args), _evals(args)
-        fixed = _fixed_headers(args)
-        names = _headers(metrics, [evals[0]], _ratios(rows))
-        lines = [f"% {TASKS[task]['title']} -- tools/analysis_tools/results_table.py",
-                 *('% ' + _ascii(n) for n in _notes(task, rows, metrics, evals, args)),
-                 r'\begin{tabular}{ll' + 'r' * (len(fixed) - 2) +
-                 'c' * (len(metrics) * len(evals)) + '}', r'\toprule']
-        if len(evals) > 1:
-            spans, rules, col = [], [], len(fixed) + 1
-            for e in evals:
-                title = 'Best' if e == 'best' else 'Final'
-                spans.append(rf'\multicolumn{{{len(metrics)}}}{{c}}{{{title}}}')
-                rules.append(rf'\cmidrule(lr){{{col}-{col + len(metrics) - 1}}}')
-                col += len(metrics)
-            lines.append(' & ' * len(fixed) + ' & '.join(spans) + r' \\')
-            lines.append(''.join(rules))
-            names = names * len(evals)
-        lines.append(' & '.join(latex_escape(h) for h in fixed + names) + r' \\')
-        lines.append(r'\midrule')
-        for row in _rows(rows, metrics, evals, args):
-            lines.append(' & '.join(latex_escape(c) for c in row) + r' \\')
-        lines += [r'\bottomrule', r'\end{tabular}']
-        blocks.append('\n'.join(lines))
-    return '\n\n'.join(blocks)
-
-
-def render_csv(groups: List[RunGroup], args: argparse.Namespace) -> str:
-    """One CSV for all rows: exact numbers, one column per value, spread and delta.
-
-    ``run`` is the row's name, ``runs`` / ``seeds`` its run directories and their seeds
-    (``;``-separated, ``?`` for an unknown seed; ``evals`` and the steps likewise where the
-    runs differ). Per metric: the mean (``<M>_<eval>``), its sample std (empty for one
-    value), the number of runs with a value, the delta of the means to the baseline and
-    whether the mean ± std intervals overlap (``within_spread``: true / false; empty without
-    a spread or a baseline).
-    """
-    evals = _evals(args)
-    cols = ['task', 'run', 'method', 'backbone', 'baseline', 'n', 'runs', 'seeds', 'params',
-            'params_delta']
-    if not args.no_flops:
-        cols += ['shape', 'gflops', 'gflops_delta']
-    cols += ['evals', 'best_step', 'final_step']
-    by_task = _by_task(groups)
-    metric_cols: List[str] = []
-    for task, _ in by_task:
-        for e in evals:
-            for m in _metrics(task, args):
-                metric_cols += [f'{m.label}_{e}{x}' for x in
-                                ('', '_std', '_n', '_delta', '_within_spread')]
-    if any(task == 'seg' for task, _ in by_task):
-        metric_cols.append('biou_ratio')
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, cols + metric_cols, lineterminator='\n')
-    writer.writeheader()
-    for task, rows in by_task:
-        metrics = _metrics(task, args)
-        for g in rows:
-            base = g.baseline if g.baseline not in (None, g) else None
-            row: Dict[str, Any] = dict(
-                task=task, run=g.name, method=g.method, backbone=g.backbone,
-                baseline=g.baseline.name if g.baseline else '', n=g.n,
-                runs=';'.join(r.name for r in g.runs),
-                seeds=';'.join('?' if s is None else str(s) for s in g.seeds),
-                params=g.params, evals=_per_run([len(r.evaluations) for r in g.runs], ';'))
-            if base is not None and g.params is not None and base.params is not None:
-                row['params_delta'] = g.params - base.params
-            if not args.no_flops:
-                row['shape'] = f'{args.shape[0]}x{args.shape[1]}'
-                if g.macs is not None:
-                    row['gflops'] = f'{g.macs / 1e9:.4f}'
-                    if base is not None and base.macs is not None:
-                        row['gflops_delta'] = f'{(g.macs - base.macs) / 1e9:+.4f}'
-            for which in ('best', 'final'):
-                evs = [getattr(r, which)() for r in g.runs]
-                row[f'{which}_step'] = _per_run([e.step if e else None for e in evs], ';')
-            for e in evals:
-                for m, c in zip(metrics, metric_cells(g, metrics, e)):
-                    key = f'{m.label}_{e}'
-                    row[key] = '' if c.value is None else _num(c.value, c.decimals)
-                    row[key + '_std'] = '' if c.std is None else _num(c.std, c.decimals)
-                    row[key + '_n'] = c.n
-                    row[key + '_delta'] = ('' if c.delta is None else
-                                           f'{c.delta:+.{c.decimals}f}')
-                    row[key + '_within_spread'] = ('' if c.within_spread is None else
-                                                   str(c.within_spread).lower())
-            if task == 'seg':
-                row['biou_ratio'] = '' if g.biou_ratio is None else f'{g.biou_ratio:g}'
-            writer.writerow({k: ('' if v is None else v) for k, v in row.items()})
-    return buf.getvalue().rstrip('\n')
-
-
-def _metrics(task: str, args: argparse.Namespace) -> List[Metric]:
-    """The requested metric columns that apply to ``task``; its defaults if none does (a
-    mixed work_dirs asked for ``--metrics mIoU mAcc`` still gets its detection table)."""
-    known = {m.label.lower(): m for m in TASKS[task]['metrics']}
-    every = {m.label.lower() for t in TASKS.values() for m in t['metrics']}
-    unknown = [w for w in args.metrics or [] if w.lower() not in every]
-    if unknown:
-        raise cli.UsageError(f'results_table: unknown --metrics {unknown} (choose from '
-                             f"{[m.label for t in TASKS.values() for m in t['metrics']]})")
-    wanted = [w for w in args.metrics or [] if w.lower() in known]
-    return [known[w.lower()] for w in wanted or TASKS[task]['default']]
-
-
-def _evals(args: argparse.Namespace) -> List[str]:
-    return ['best', 'final'] if args.eval == 'both' else [args.eval]
-
-
-RENDER = {'markdown': render_markdown, 'latex': render_latex, 'csv': render_csv}
-
-
 def collect(args: argparse.Namespace) -> List[RunGroup]:
-    """Reads the runs named by ``args.work_dirs``, measures them, groups the seeds of each
-    experiment into one row (unless ``args.per_run``) and assigns baselines.
+    """Reads the runs named by ``args.work_dirs`` and their complexity, groups the seeds of
+    each experiment into one row (unless ``args.per_run``) and assigns baselines.
 
     Runs without any evaluation (e.g. a training that crashed early) are skipped with a
     warning.
@@ -1164,13 +863,26 @@ def collect(args: argparse.Namespace) -> List[RunGroup]:
                            + ', '.join(args.work_dirs))
     groups = group_runs(runs, by_seed=not args.per_run)
     assign_baselines(groups, args.baseline)  # a --baseline matching nothing fails first
-    add_complexity(runs, args.shape, not args.no_flops, args.device, args.exclude_sampling)
+    add_complexity(runs, args.shape, not args.no_flops, args.device, args.exclude_sampling,
+                   count=getattr(args, 'count', False),
+                   sources=complexity_sources(getattr(args, 'complexity', None) or []))
     return groups
+
+
+def render_options(args: argparse.Namespace) -> Dict[str, Any]:
+    """The keyword arguments of :func:`table_render.render` that ``args`` asks for."""
+    return dict(metrics=args.metrics,
+                evals=['best', 'final'] if args.eval == 'both' else [args.eval],
+                flops=not args.no_flops, exclude_sampling=args.exclude_sampling,
+                per_run=args.per_run)
 
 
 def render(groups: List[RunGroup], args: argparse.Namespace) -> str:
     """The table of ``groups`` (see :func:`collect`) in ``args.format``."""
-    return RENDER[args.format](groups, args)
+    try:
+        return table_render.render(groups, args.format, **render_options(args))
+    except table_render.UnknownMetricError as err:
+        raise cli.UsageError(str(err)) from None
 
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
@@ -1180,7 +892,7 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     p.add_argument('work_dirs', nargs='*', default=['work_dirs'],
                    help='run directories (work_dirs/<config_name>) or folders of them '
                    '(default: work_dirs)')
-    p.add_argument('--format', choices=sorted(RENDER), default='markdown')
+    p.add_argument('--format', choices=sorted(table_render.RENDERERS), default='markdown')
     p.add_argument('--baseline', metavar='NAME',
                    help='baseline run (directory name) or method (e.g. FADE); default: the '
                    'nearest/bilinear run of the same task and backbone')
@@ -1188,10 +900,21 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
                    help='which evaluation(s) of each run to show (default: both)')
     p.add_argument('--metrics', nargs='+', metavar='M',
                    help='metric columns, e.g. mIoU bIoU aAcc mAcc (segmentation; default mIoU '
-                   'bIoU) or AP AP50 AP75 APS APM APL (detection; default all)')
-    p.add_argument('--shape', type=int, nargs='+', default=list(get_flops.DEFAULT_SHAPE),
-                   metavar='N', help='H W (or one number) of the input FLOPs are counted for '
-                   '(default: 512 512 for both tasks; 800 1333 is slow on CPU for detectors)')
+                   'bIoU), AP AP50 AP75 APS APM APL (detection; default all), maskAP '
+                   'maskAP50 ... maskAPL (instance segmentation; default AP AP50 AP75 '
+                   'maskAP maskAP50 maskAP75), PQ SQ RQ PQ_th SQ_th RQ_th PQ_st SQ_st RQ_st '
+                   '(panoptic; default PQ SQ RQ PQ_th PQ_st)')
+    p.add_argument('--complexity', nargs='+', metavar='PATH',
+                   help='complexity JSONs of get_flops.py --json (files, or directories of '
+                   '*.json): each applies to the runs of the model config it was counted for; '
+                   f'a run\'s own RUN_DIR/{COMPLEXITY_FILE} is always read')
+    p.add_argument('--count', action='store_true',
+                   help='build and count the models without a complexity JSON (slow: every '
+                   'model is built, as get_flops.py does)')
+    p.add_argument('--shape', type=int, nargs='+', metavar='N',
+                   help='H W (or one number) the GFLOPs must be for: complexity JSONs of '
+                   'another shape give parameters only; --count counts at it (default: the '
+                   'JSONs\' shape, else 512 512)')
     p.add_argument('--no-flops', action='store_true', help='skip the GFLOPs column')
     p.add_argument('--exclude-sampling', action='store_true',
                    help='leave bilinear interpolation / grid sampling out of GFLOPs (the '
@@ -1200,10 +923,11 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
                    help='one row per run directory (default: runs whose configs differ only '
                    'in randomness.seed make one row, mean ± std)')
     p.add_argument('--device', choices=['auto', 'meta', 'cpu'], default='auto',
-                   help='where FLOPs are counted (see get_flops.py)')
+                   help='where --count counts FLOPs (see get_flops.py)')
     args = p.parse_args(argv)
-    args.shape = get_flops.parse_shape(p, args.shape)
-    labels = [m.label for t in TASKS.values() for m in t['metrics']]
+    if args.shape is not None:
+        args.shape = get_flops.parse_shape(p, args.shape)
+    labels = table_render.metric_labels()
     unknown = [w for w in args.metrics or [] if w.lower() not in map(str.lower, labels)]
     if unknown:
         p.error(f'argument --metrics: unknown {unknown} (choose from {labels})')
