@@ -98,16 +98,10 @@ from table_render import (METHOD_ORDER, TASKS, Cell, Evaluation, Metric,  # noqa
 
 from mmengine.config import Config  # noqa: E402
 
-from fade_mm import cli  # noqa: E402
+from fade_mm import cli, tools  # noqa: E402
 
 TIMESTAMP = re.compile(r'^\d{8}_\d{6}$')
 SCOPE_TASK = {'mmdet': 'det', 'mmseg': 'seg'}
-LABELS = {'nearest': 'Nearest', 'nearestupsample': 'Nearest', 'bilinear': 'Bilinear',
-          'bilinearupsample': 'Bilinear', 'deconv': 'Deconv', 'deconvupsample': 'Deconv',
-          'pixel_shuffle': 'PixelShuffle', 'pixelshuffleupsample': 'PixelShuffle',
-          'carafe': 'CARAFE', 'carafeupsample': 'CARAFE', 'indexnet': 'IndexNet',
-          'a2u': 'A2U', 'sapa': 'SAPA', 'dysample': 'DySample', 'fade': 'FADE',
-          'fadelite': 'FADE-Lite'}
 # Keys of a config that say where and how a run was launched, not what it trained: seeds of
 # one experiment started apart (own work dir, another launcher, resumed) still group.
 LAUNCH_KEYS = ('work_dir', 'launcher', 'resume')
@@ -458,29 +452,8 @@ def find_runs(paths: Iterable[str]) -> List[str]:
 
 
 def method_label(cfg: Config, task: str) -> str:
-    """The upsampler's name in the papers' tables, from the model's ``upsample_cfg``."""
-    found, up = get_flops.find_upsample_cfg(cfg.model)
-    if not found or up is None:
-        # mmdet's FPN interpolates with nearest, mmseg's heads with bilinear
-        return 'Bilinear' if task == 'seg' else 'Nearest'
-    up = dict(up)
-    kind = str(up.pop('type', up.pop('mode', '?')))
-    for k in ('_delete_', 'in_channels', 'scale_factor', 'align_corners'):
-        up.pop(k, None)
-    label = LABELS.get(kind.lower(), kind)
-    if label == 'SAPA':
-        label += '-' + str(up.pop('variant', 'B'))
-    elif label == 'DySample':
-        label += ('-S' if up.pop('style', 'lp') == 'pl' else '') + (
-            '+' if up.pop('dyscope', False) else '')
-        if up.get('groups') == 4:
-            up.pop('groups')
-    elif label.startswith('FADE'):
-        fusion = up.pop('fusion', 'gate')
-        label += {'gate': '', 'none': ' w/o gate'}.get(fusion, f' ({fusion})')
-    if up:  # anything else that was set: the row must not pass for the default module
-        label += ' (' + ', '.join(f'{k}={v}' for k, v in sorted(up.items())) + ')'
-    return label
+    """The upsampler's name in the papers' tables (:func:`fade_mm.tools.method_label`)."""
+    return tools.method_label(cfg, 'mmseg' if task == 'seg' else 'mmdet')
 
 
 def backbone_label(cfg: Config) -> str:
