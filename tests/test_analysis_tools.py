@@ -179,6 +179,7 @@ FAMILIES = [
 ]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('pattern,modules,params,proposals', FAMILIES)
 def test_get_flops_counts_every_family_on_meta(pattern, modules, params, proposals, capsys):
     """Mask R-CNN, Panoptic FPN (whose tensor forward asks the RPN for proposals itself),
@@ -644,6 +645,7 @@ def test_results_table_mask_ap_and_pq_latex_and_csv(ins_pan_runs):
 
 # ----------------------------------------------------------------------------- complexity JSON
 
+@pytest.mark.slow
 def test_complexity_json_round_trip(fixture_runs, tmp_path, capsys):
     """get_flops.py --json on the runs' dumps, read back by results_table.py without
     building anything: the same table as counting (--count)."""

@@ -20,6 +20,7 @@ def _run(tmp_path, *args):
     return proc.stdout, json.loads(out.read_text())
 
 
+@pytest.mark.slow
 def test_ops_and_modules_parts(tmp_path):
     stdout, report = _run(tmp_path, '--parts', 'ops,modules', *TINY_OP)
     ops = report['ops']

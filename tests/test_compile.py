@@ -91,12 +91,14 @@ def _inference_one_graph(model, backend):
             torch.testing.assert_close(out, ref, rtol=RTOL, atol=ATOL)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('name,cls,kwargs', ZOO, ids=IDS)
 def test_zoo_compiles_fullgraph_once_for_all_sizes(name, cls, kwargs):
     # dynamic=True and no size-specialising Python branch: odd and even sizes share a graph
     _inference_one_graph(build(cls, kwargs).eval(), 'eager')
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('name', TRAIN_IDS)
 def test_compiles_in_training_mode(name):
     """Training mode with grad (what a compiled training step traces): still one graph."""
@@ -118,6 +120,7 @@ def _masks(h, w):
     return masks.flatten(1, 2)
 
 
+@pytest.mark.slow
 def test_reassembly_takes_the_loop_free_path_while_compiling(monkeypatch):
     calls = []
     real = carafe_mod.carafe_shift
@@ -133,6 +136,7 @@ def test_reassembly_takes_the_loop_free_path_while_compiling(monkeypatch):
     assert calls, 'the loop-free reassembly was not taken while compiling'
 
 
+@pytest.mark.slow
 def test_reassembly_ops_compile_fullgraph_once_for_all_sizes():
     # (sizes chosen so that no two dimensions coincide at the first call: dynamic=True gives
     # equal sizes one symbol, and carafe's shape check would then guard on their equality)
@@ -159,6 +163,7 @@ def test_dynamo_explain_finds_no_graph_break():
     assert explanation.graph_count == 1
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('module', [
     pytest.param(lambda: FADE(8, with_cp=True), id='fade_with_cp'),
     pytest.param(lambda: DySample(8, sampler='gather'), id='dysample_gather')])

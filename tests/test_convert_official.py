@@ -429,6 +429,7 @@ def _run_script(*args: str) -> subprocess.CompletedProcess:
                           stderr=subprocess.STDOUT, text=True, timeout=120)
 
 
+@pytest.mark.slow
 def test_script_end_to_end(tmp_path):
     sd = _model_state_dict('l2h')
     # DataParallel-style prefix on top of the head's own.
@@ -447,6 +448,7 @@ def test_script_end_to_end(tmp_path):
     _check_converted(strip(out['state_dict']), strip(sd), 'l2h')
 
 
+@pytest.mark.slow
 def test_script_bare_state_dict_kind_and_errors(tmp_path):
     sd = _model_state_dict('h2l')
     src, dst = tmp_path / 'official.pth', tmp_path / 'ours.pth'

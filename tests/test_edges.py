@@ -126,6 +126,7 @@ def test_double_backward(name, cls, kwargs):
     assert torch.autograd.gradgradcheck(lambda a, g: m(a, g), (x, guide), fast_mode=True)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('impl', ['rows', 'shift'])
 def test_operators_double_backward(impl):
     x = torch.randn(1, 3, 2, 3, dtype=F64, requires_grad=True)

@@ -113,6 +113,7 @@ def _one_error_line(stderr: str, message: str) -> None:
     assert stderr.strip().splitlines()[-1] == errors[0]
 
 
+@pytest.mark.slow
 def test_missing_config_gives_one_line_error():
     proc = _run(['configs/missing.py', '--shape', '64', '64'], cwd=ROOT)
     assert proc.returncode == 2 and proc.stdout == '', proc.stdout + proc.stderr

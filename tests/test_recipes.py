@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from mmengine.config import Config
 from mmengine.registry import DefaultScope
 
-from fade_mm.upsamplers import DeconvUpsample, DySample, SAPA
+from fade_mm.upsamplers import SAPA, DeconvUpsample, DySample
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 CFG = osp.join(ROOT, 'configs')
@@ -49,8 +49,9 @@ def _samples(rng, n, num_classes, shape=(64, 96)):
 
 
 def test_iou_boundary_metric_equals_the_two_metrics(tmp_path):
-    from mmengine.evaluator import Evaluator
     import mmseg.evaluation  # noqa: F401  (registers IoUMetric)
+    from mmengine.evaluator import Evaluator
+
     import fade_mm.seg  # noqa: F401
     classes = tuple(f'c{i}' for i in range(5))
     samples = _samples(np.random.default_rng(0), 3, 5)
@@ -102,6 +103,7 @@ def test_cleared_upernet_initialises_without_network(monkeypatch):
     from mmengine.runner import checkpoint
     from mmseg.registry import MODELS
     from mmseg.utils import register_all_modules
+
     from fade_mm.configs import clear_pretrained
     register_all_modules()
     import fade_mm.seg  # noqa: F401
@@ -182,6 +184,7 @@ def test_sapa_norm_options():
 def test_segformer_linear_projection_head():
     from mmseg.models.decode_heads import SegformerHead
     from mmseg.registry import MODELS
+
     import fade_mm.seg  # noqa: F401
     base = dict(in_channels=[8, 16, 32, 64], in_index=[0, 1, 2, 3], channels=8,
                 num_classes=3, norm_cfg=dict(type='BN'), align_corners=False)

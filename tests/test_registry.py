@@ -42,6 +42,7 @@ def test_mmcv_upsamplers_untouched():
     assert MODELS.get('FADE').__module__ == 'fade_mm.upsamplers.fade'
 
 
+@pytest.mark.slow
 def test_ops_and_upsamplers_import_without_mmcv_mmdet_mmseg():
     code = (
         'import sys\n'

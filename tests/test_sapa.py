@@ -107,7 +107,7 @@ def test_local_similarity_matches_loops(k, s):
     torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
 
 
-@pytest.mark.parametrize('k,s', [(3, 2), (5, 2), (3, 3)])
+@pytest.mark.parametrize('k,s', [(3, 2), pytest.param(5, 2, marks=pytest.mark.slow), (3, 3)])
 def test_local_similarity_gradcheck(k, s):
     key = torch.randn(1, 3, 2, 3, dtype=torch.float64, requires_grad=True)
     q = torch.randn(1, 3 * s, 2 * s, 3, dtype=torch.float64, requires_grad=True)

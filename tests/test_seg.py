@@ -1,4 +1,13 @@
-"""mmseg integration: heads, every config in configs/segformer and configs/upernet, a Runner."""
+"""mmseg integration: heads, every config in configs/segformer and configs/upernet, a Runner.
+
+Parameter counts and config checks build the decode head alone, on the meta device (shapes
+only, no initialisation; the counts are the CPU ones): every config differs from its
+bilinear baseline in the head's ``upsample_cfg`` only, which the tests check. The baselines
+are counted whole: SegFormer on the CPU (MiT's constructor reads tensor values, which the
+meta device has not), UPerNet on the meta device, checked against one CPU build. The quick
+loop (``-m "not slow"``) trains one full model per family (FADE); the other upsamplers'
+train steps are marked slow.
+"""
 import copy
 import functools
 import glob
@@ -63,6 +72,16 @@ def _build(path):
     return cfg, MODELS.build(cfg.model)
 
 
+def _build_meta(model_cfg):
+    """``model_cfg`` built on the meta device: the parameters' shapes without their values,
+    so exact counts at a fraction of the cost."""
+    from mmseg.registry import MODELS
+    with torch.device('meta'):
+        module = MODELS.build(copy.deepcopy(model_cfg))
+    assert all(p.is_meta for p in module.parameters())
+    return module
+
+
 def _params(m):
     return sum(p.numel() for p in m.parameters())
 
@@ -86,14 +105,17 @@ def test_every_config_is_listed():
     ('upernet', 'r101', '4xb4-80k', 85_508_236, 3),
 ])
 def test_published_baselines_and_deltas(family, stem, layout, baseline, per_head):
-    """The bilinear baseline is built whole; the other configs differ from it in the decode
-    head's `upsample_cfg` only, so their deltas are those of the head."""
-    from mmseg.registry import MODELS
-    base_cfg, base_model = _build(_path(family, stem, 'bilinear', layout))
+    """The bilinear baseline is counted whole; the other configs differ from it in the
+    decode head's `upsample_cfg` only, so their deltas are those of the head (built alone,
+    on the meta device)."""
+    base_cfg = _cfg(_path(family, stem, 'bilinear', layout))
+    if family == 'segformer':
+        _, base_model = _build(_path(family, stem, 'bilinear', layout))
+    else:
+        base_model = _build_meta(base_cfg.model)
     assert _params(base_model) == baseline
     base_head = _params(base_model.decode_head)
     del base_model
-    base_cfg = _cfg(_path(family, stem, 'bilinear', layout))
     deltas = {}
     ups = UPS + (FORK_UPS if family == 'upernet' else [])
     for up in ups:
@@ -104,12 +126,26 @@ def test_published_baselines_and_deltas(family, stem, layout, baseline, per_head
         up_cfg = head_cfg.pop('upsample_cfg')
         base_head_cfg.pop('upsample_cfg')
         assert head_cfg == base_head_cfg, up
-        deltas[up] = _params(MODELS.build(cfg.model.decode_head)) - base_head
-        want = 0 if up_cfg is None else per_head * _module_params(up_cfg, cfg.model.decode_head.channels)
+        deltas[up] = _params(_build_meta(cfg.model.decode_head)) - base_head
+        channels = cfg.model.decode_head.channels
+        want = 0 if up_cfg is None else per_head * _module_params(up_cfg, channels)
         assert deltas[up] == want, (up, deltas[up], want)
     print('\n'.join(f'{family}_{stem} {k}: {v:+,}' for k, v in deltas.items()))
     if family == 'segformer':
         assert {k: deltas[k] for k in B1_DELTA} == B1_DELTA
+
+
+def test_meta_counts_are_cpu_counts():
+    """One UPerNet built whole on the CPU against its meta-device build: same parameters,
+    names and shapes (R50, UPerHead with FADE, auxiliary FCN head)."""
+    path = _path('upernet', 'r50', 'fade', '4xb4-80k')
+    meta = _build_meta(_cfg(path).model)
+    _, cpu = _build(path)
+    assert _params(cpu) == 66_516_108 + 3 * _module_params(dict(type='FADE'), 512)
+    assert ({k: v.shape for k, v in meta.named_parameters()} ==
+            {k: v.shape for k, v in cpu.named_parameters()})
+    assert ({k: v.shape for k, v in meta.named_buffers()} ==
+            {k: v.shape for k, v in cpu.named_buffers()})
 
 
 RECIPES = {  # layout-schedule -> (batch per GPU, iterations, validation interval)
@@ -121,13 +157,16 @@ RECIPES = {  # layout-schedule -> (batch per GPU, iterations, validation interva
 
 
 def test_every_config_recipe_and_head():
-    """Layout, schedule, one evaluator entry with mIoU and bIoU, best checkpoint kept, and
-    the decode head builds with its upsamplers (the rest of each model is its baseline's,
-    checked above)."""
-    from mmseg.registry import MODELS
+    """Layout, schedule, one evaluator entry with mIoU and bIoU, best checkpoint kept; the
+    model is its bilinear baseline's but for the head's `upsample_cfg`, and the decode head
+    builds with its upsamplers."""
     built = set()
     for path, family, layout, up in _configs():
         cfg = _cfg(path)
+        base = _cfg(path.replace(f'_{up}_', '_bilinear_'))
+        model, base_model = copy.deepcopy(dict(cfg.model)), copy.deepcopy(dict(base.model))
+        model['decode_head'].pop('upsample_cfg'), base_model['decode_head'].pop('upsample_cfg')
+        assert model == base_model, path
         batch, iters, interval = RECIPES[layout.replace('official-head_', '')]
         assert cfg.train_dataloader.batch_size == batch, path
         assert (cfg.train_cfg.max_iters, cfg.train_cfg.val_interval) == (iters, interval), path
@@ -143,7 +182,7 @@ def test_every_config_recipe_and_head():
         if key in built:  # e.g. the 80k and 160k schedules share their heads
             continue
         built.add(key)
-        head = MODELS.build(cfg.model.decode_head)
+        head = _build_meta(cfg.model.decode_head)
         if cfg.model.decode_head.upsample_cfg is None:
             assert head.upsamplers is None
         else:
@@ -152,8 +191,8 @@ def test_every_config_recipe_and_head():
 
 
 def _seg_batch(model, shapes, num_classes, training):
-    from mmseg.structures import SegDataSample
     from mmengine.structures import PixelData
+    from mmseg.structures import SegDataSample
     inputs, samples = [], []
     for h, w in shapes:
         inputs.append(torch.randint(0, 255, (3, h, w), dtype=torch.uint8))
@@ -163,9 +202,13 @@ def _seg_batch(model, shapes, num_classes, training):
     return model.data_preprocessor(dict(inputs=inputs, data_samples=samples), training)
 
 
+def _slow_unless_fade(*args):
+    return args if args[-1] == 'fade' else pytest.param(*args, marks=pytest.mark.slow)
+
+
 @pytest.mark.parametrize('family,stem,layout,up', [
-    *[('segformer', 'mit-b1', '8xb2-160k', up) for up in UPS],
-    *[('upernet', 'r50', '4xb4-80k', up) for up in UPS + FORK_UPS]])
+    *[_slow_unless_fade('segformer', 'mit-b1', '8xb2-160k', up) for up in UPS],
+    *[_slow_unless_fade('upernet', 'r50', '4xb4-80k', up) for up in UPS + FORK_UPS]])
 def test_train_step_and_odd_size_inference(family, stem, layout, up):
     cfg, model = _build(_path(family, stem, up, layout))
     model.data_preprocessor.size = None  # keep the odd sizes below
@@ -205,8 +248,8 @@ def test_uper_head_fpn_out_upsamplers():
 
 
 def test_segformer_head_cascade_order_and_bilinear_equivalence():
-    from mmseg.registry import MODELS
     from mmseg.models.decode_heads import SegformerHead
+    from mmseg.registry import MODELS
     base = dict(in_channels=[8, 16, 32, 64], in_index=[0, 1, 2, 3], channels=8,
                 num_classes=3, norm_cfg=dict(type='BN'), align_corners=False)
     feats = [torch.randn(2, c, h, w)
@@ -229,10 +272,11 @@ def test_segformer_head_cascade_order_and_bilinear_equivalence():
 @pytest.mark.slow
 def test_runner_trains_and_evaluates_miou_and_biou(tmp_path):
     from mmengine.runner import Runner
+
     from fade_mm.configs import apply_overlay
     from fade_mm.datasets.synthetic_seg import make_synthetic_ade
     make_synthetic_ade(str(tmp_path / 'data'), num_train=8, num_val=3, seed=0)
-    cfg = Config.fromfile(_path('segformer', 'mit-b0', 'fade', '8xb2-160k'))
+    cfg = _cfg(_path('segformer', 'mit-b0', 'fade', '8xb2-160k'))
     apply_overlay(cfg, os.path.join(CFG, '_base_', 'synthetic_ade.py'),
                   data_root=tmp_path / 'data', work_dir=tmp_path / 'work')
     cfg.train_cfg = dict(type='IterBasedTrainLoop', max_iters=4, val_interval=4)

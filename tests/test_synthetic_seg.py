@@ -180,6 +180,7 @@ def test_rejects_bad_arguments(tmp_path):
     assert len(synthetic_seg_palette(40)) == 40 and len(set(synthetic_seg_palette(40))) == 40
 
 
+@pytest.mark.slow
 def test_cli_without_mmseg(tmp_path):
     """The CLI writes the dataset and never imports mmseg."""
     code = ('import sys; from fade_mm.datasets.synthetic_seg import main; '

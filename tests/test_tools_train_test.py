@@ -138,6 +138,7 @@ class _Payload:
     """Something a runner checkpoint never holds: unpickling it must be refused."""
 
 
+@pytest.mark.slow
 def test_safe_checkpoint_loading(seg_run, tmp_path):
     """Bare mmengine's load_checkpoint fails on a runner checkpoint on torch >= 2.6; the
     allow-list installed by the plugin loads it with weights_only=True; anything else is
@@ -200,6 +201,7 @@ def test_safe_checkpoint_loading(seg_run, tmp_path):
     assert CheckpointLoader._schemes[''] is compat.load_from_safe_local
 
 
+@pytest.mark.slow
 def test_seg_test_tool_reproduces_final_validation(seg_run, seg_data, tmp_path):
     records = _train_metrics(seg_run)
     (val,) = [r for r in records if 'mIoU' in r]
@@ -213,6 +215,7 @@ def test_seg_test_tool_reproduces_final_validation(seg_run, seg_data, tmp_path):
     assert 0 < test['mIoU'] <= 100 and 0 < test['bIoU'] <= 100
 
 
+@pytest.mark.slow
 def test_interrupted_and_resumed_run_matches_uninterrupted(seg_run, seg_data, tmp_path):
     work = str(tmp_path / 'work')
     # The "interrupted" run stops after the checkpoint at iteration 2 ...
@@ -252,6 +255,7 @@ def test_interrupted_and_resumed_run_matches_uninterrupted(seg_run, seg_data, tm
     assert {k: val_a[k] for k in METRIC_KEYS} == {k: val_b[k] for k in METRIC_KEYS}
 
 
+@pytest.mark.slow
 def test_dist_train_and_test_two_gloo_ranks(seg_data, tmp_path):
     work = str(tmp_path / 'work')
     env = dict(os.environ, PORT=str(_free_port()), PYTHON=sys.executable)

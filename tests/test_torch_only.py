@@ -145,6 +145,7 @@ print(json.dumps(dict(built=built, ran=ran, losses=losses)))
 '''
 
 
+@pytest.mark.slow
 def test_core_without_openmmlab():
     t0 = time.perf_counter()
     proc = subprocess.run([sys.executable, '-c', _TORCH_ONLY_SCRIPT, str(EXAMPLE)],

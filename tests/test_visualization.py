@@ -87,6 +87,7 @@ def _read(path):
     return img
 
 
+@pytest.mark.slow
 def test_hook_writes_panels_and_gate_maps(runs):
     from fade_mm.visualization import UpsamplerVisHook, panel_shape, tile_shape
     runner = runs['hooked']
@@ -118,6 +119,7 @@ def test_hook_writes_panels_and_gate_maps(runs):
         assert overview.shape[0] > 6 * panel.shape[0]
 
 
+@pytest.mark.slow
 def test_hook_does_not_change_training(runs):
     plain, hooked = runs['plain'].model.state_dict(), runs['hooked'].model.state_dict()
     assert plain.keys() == hooked.keys()
@@ -134,6 +136,7 @@ def test_hook_does_not_change_training(runs):
     assert any(float(s['exp_avg'].abs().max()) > 0 for s in opt_p.values())
 
 
+@pytest.mark.slow
 def test_hook_restores_modes_and_rng_pca_and_img_path(runs, monkeypatch):
     from fade_mm.visualization import UpsamplerVisHook
     from fade_mm.visualization import upsampler_hook as mod
@@ -221,6 +224,7 @@ def _bilinear_checkpoint(runs, meta=True):
     return bil_cfg, bil_ckpt
 
 
+@pytest.mark.slow
 def test_compare_tool_two_seg_checkpoints(runs, capsys):
     tmp, hooked = runs['tmp'], runs['hooked']
     # the FADE model: the runner's checkpoint and the config it dumped into its work dir
@@ -241,6 +245,7 @@ def test_compare_tool_two_seg_checkpoints(runs, capsys):
     assert len(glob.glob(str(tmp / 'cmp' / '*.png'))) == 1
 
 
+@pytest.mark.slow
 def test_compare_tool_panel_is_mmseg_visualizer_drawing(runs):
     """A panel is SegLocalVisualizer's drawing of mmseg's inference_model result, with the
     classes of the checkpoint; a bare state dict takes them from the config's dataset."""
@@ -267,6 +272,7 @@ def test_compare_tool_panel_is_mmseg_visualizer_drawing(runs):
             np.testing.assert_array_equal(panel, vis.get_image())
 
 
+@pytest.mark.slow
 def test_compare_tool_refuses_another_models_checkpoint(runs, capsys):
     """init_model loads non-strictly; the tool turns the mismatch into its one-line error."""
     from fade_mm import cli
