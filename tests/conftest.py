@@ -3,15 +3,16 @@ import functools
 import os
 import os.path as osp
 
-# Before torch loads its OpenMP runtime (read once, at load; tools run as subprocesses
-# inherit it): idle OpenMP threads sleep instead of spinning. With the default (spinning),
-# a model test at torch's default 2 threads on 2 cores that other processes also use runs
-# 3x slower than at 1 thread (a Faster R-CNN train step: 21 s against 7 s); sleeping
-# threads make 2 threads no slower than 1 then, and still use both cores when they are idle.
+# Set before torch loads its OpenMP runtime, which reads it once (the tools the tests run
+# as subprocesses inherit it): idle OpenMP threads sleep instead of spinning. With spinning
+# threads (the default), a model test at torch's default 2 threads on 2 cores that other
+# processes also use runs 3x slower than at 1 thread (a Faster R-CNN R50 train step on a
+# loaded machine: 23 s, against 8 s at 1 thread and 7 s at 2 sleeping threads); sleeping
+# threads still use both cores when they are free.
 os.environ.setdefault('OMP_WAIT_POLICY', 'PASSIVE')
 
-import pytest  # noqa: E402
-import torch  # noqa: E402
+import pytest
+import torch
 
 
 def _cache_mmengine_config_lookups():

@@ -257,6 +257,14 @@ BUILDERS = {'UpsamplerFPN': _fpn,
 
 @pytest.mark.parametrize('owner', list(BUILDERS))
 def test_conflicting_upsample_cfg_is_refused(owner):
+    from mmengine.registry import DefaultScope
+    scope = 'mmdet' if owner == 'UpsamplerFPN' else 'mmseg'
+    # mmengine builds through the current default scope's registry: name ours explicitly
+    with DefaultScope.overwrite_default_scope(scope):
+        _conflicting_upsample_cfg_is_refused(owner)
+
+
+def _conflicting_upsample_cfg_is_refused(owner):
     build_it = BUILDERS[owner]
     for key, value, need in (('in_channels', 16, 8), ('scale_factor', 4, 2)):
         with pytest.raises(ValueError, match=rf'{owner}: `upsample_cfg` sets {key}={value}, '

@@ -186,10 +186,13 @@ def test_segformer_linear_projection_head():
     from mmseg.registry import MODELS
 
     import fade_mm.seg  # noqa: F401
+    from mmengine.registry import DefaultScope
     base = dict(in_channels=[8, 16, 32, 64], in_index=[0, 1, 2, 3], channels=8,
                 num_classes=3, norm_cfg=dict(type='BN'), align_corners=False)
-    conv = MODELS.build(dict(base, type='UpsamplerSegformerHead'))
-    lin = MODELS.build(dict(base, type='UpsamplerSegformerHead', projection='linear'))
+    # mmengine builds through the current default scope's registry: name mmseg's
+    with DefaultScope.overwrite_default_scope('mmseg'):
+        conv = MODELS.build(dict(base, type='UpsamplerSegformerHead'))
+        lin = MODELS.build(dict(base, type='UpsamplerSegformerHead', projection='linear'))
     assert _params(conv) - _params(lin) == 4 * 8  # per level: BN (2C) out, bias (C) in
     assert _params(conv) == _params(SegformerHead(**base))
     feats = [torch.randn(2, c, s, s) for c, s in zip([8, 16, 32, 64], [16, 8, 4, 2])]

@@ -148,6 +148,8 @@ def test_meta_counts_are_cpu_counts():
             {k: v.shape for k, v in cpu.named_buffers()})
 
 
+# family -> (stem, layout) of the configs whose parameter deltas are checked above
+COUNTED = {'segformer': ('mit-b1', '8xb2-160k'), 'upernet': ('r50', '4xb4-80k')}
 RECIPES = {  # layout-schedule -> (batch per GPU, iterations, validation interval)
     '8xb2-160k': (2, 160_000, 16_000),
     '1xb16-160k': (16, 160_000, 16_000),
@@ -167,6 +169,10 @@ def test_every_config_recipe_and_head():
         model, base_model = copy.deepcopy(dict(cfg.model)), copy.deepcopy(dict(base.model))
         model['decode_head'].pop('upsample_cfg'), base_model['decode_head'].pop('upsample_cfg')
         assert model == base_model, path
+        # the upsampler is that of the config whose count is checked above
+        stem, counted_layout = COUNTED[family]
+        counted = _cfg(_path(family, stem, up, counted_layout))
+        assert cfg.model.decode_head.upsample_cfg == counted.model.decode_head.upsample_cfg, path
         batch, iters, interval = RECIPES[layout.replace('official-head_', '')]
         assert cfg.train_dataloader.batch_size == batch, path
         assert (cfg.train_cfg.max_iters, cfg.train_cfg.val_interval) == (iters, interval), path
