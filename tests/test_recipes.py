@@ -186,7 +186,6 @@ def test_segformer_linear_projection_head():
     from mmseg.registry import MODELS
 
     import fade_mm.seg  # noqa: F401
-    from mmengine.registry import DefaultScope
     base = dict(in_channels=[8, 16, 32, 64], in_index=[0, 1, 2, 3], channels=8,
                 num_classes=3, norm_cfg=dict(type='BN'), align_corners=False)
     # mmengine builds through the current default scope's registry: name mmseg's
@@ -202,7 +201,8 @@ def test_segformer_linear_projection_head():
     torch.testing.assert_close(p(feats[1]).permute(0, 2, 3, 1), want)
     lin.eval()
     assert lin(feats).shape == (2, 3, 16, 16)
-    with pytest.raises(ValueError, match='projection'):
+    with pytest.raises(ValueError, match='projection'), \
+            DefaultScope.overwrite_default_scope('mmseg'):
         MODELS.build(dict(base, type='UpsamplerSegformerHead', projection='mlp'))
 
 
