@@ -10,52 +10,11 @@
 #       train.py configs/demo/mask-rcnn_r18-tiny_fpn-fade_synthetic.py
 # or `python tools/train.py CONFIG --synthetic`, which generates the data first.
 _base_ = [
-    'mmdet::_base_/models/mask-rcnn_r50_fpn.py',
+    '../_base_/models/mask-rcnn_r18-tiny_fpn.py',  # mmdet's, scaled down
     '../_base_/datasets/synthetic_coco_instance.py',
     '../_base_/schedules/toy_iter.py',  # 200 iterations
-    'mmdet::_base_/default_runtime.py',
+    '../_base_/toy_runtime_det.py',  # mmdet's, with fade_mm's imports and hooks
 ]
 
-width = 64
-model = dict(
-    # as mmdet's CARAFE config: P6 of the stride-2 conv then divides evenly
-    data_preprocessor=dict(pad_size_divisor=64),
-    backbone=dict(depth=18, base_channels=16, stem_channels=16, frozen_stages=-1,
-                  norm_eval=False, init_cfg=None),  # from scratch: BN statistics train too
-    neck=dict(_delete_=True, type='UpsamplerFPN', in_channels=[16, 32, 64, 128],
-              out_channels=width, num_outs=5, topology='fpn_carafe', top_down='add',
-              upsample_cfg=dict(type='NearestUpsample')),
-    rpn_head=dict(
-        in_channels=width, feat_channels=width,
-        # objects from a few pixels up: anchors of 16 px at stride 4 instead of 32
-        anchor_generator=dict(scales=[4])),
-    roi_head=dict(
-        # fixed 1x1 sampling per bin: mmcv's CPU RoIAlign backward dominates a step otherwise
-        bbox_roi_extractor=dict(out_channels=width,
-                                roi_layer=dict(type='RoIAlign', output_size=7,
-                                               sampling_ratio=1)),
-        bbox_head=dict(in_channels=width, fc_out_channels=256, num_classes=4),
-        mask_roi_extractor=dict(out_channels=width,
-                                roi_layer=dict(type='RoIAlign', output_size=14,
-                                               sampling_ratio=1)),
-        mask_head=dict(in_channels=width, conv_out_channels=width, num_classes=4)),
-    train_cfg=dict(
-        rpn_proposal=dict(nms_pre=1000, max_per_img=300),
-        rcnn=dict(sampler=dict(num=64))),
-    test_cfg=dict(rpn=dict(nms_pre=500, max_per_img=100)))
-
-# fade_mm.engine: atomic checkpoints (fallback to the newest intact one on --resume; another
-# model's weights refused unless strict_keys=False), the best mask AP kept
-default_hooks = dict(logger=dict(interval=50),
-                     checkpoint=dict(type='SafeCheckpointHook', by_epoch=False,
-                                     interval={{_base_.max_iters}},
-                                     save_best='coco/segm_mAP', rule='greater'))
-log_processor = dict(by_epoch=False)
-randomness = dict(seed=0)
-
-# PNGs of every upsampler's input, guide, output (and FADE's gate) on a fixed val image,
-# every 100 iterations and after training: work_dir/upsampler_vis/; RNG states in the
-# checkpoints for an exact --resume
-custom_imports = dict(imports=['fade_mm.det', 'fade_mm.visualization'],
-                      allow_failed_imports=False)
-custom_hooks = [dict(type='UpsamplerVisHook', interval=100), dict(type='RNGStateHook')]
+# a checkpoint at the end, the best mask AP kept
+default_hooks = dict(checkpoint=dict(interval={{_base_.max_iters}}, save_best='coco/segm_mAP'))

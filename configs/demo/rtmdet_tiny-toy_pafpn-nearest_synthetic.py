@@ -13,7 +13,7 @@
 _base_ = [
     '../_base_/datasets/synthetic_coco.py',
     '../_base_/schedules/toy_iter.py',  # its loops; 500 iterations below
-    'mmdet::_base_/default_runtime.py',
+    '../_base_/toy_runtime_det.py',  # mmdet's, with fade_mm's imports and hooks
 ]
 
 width = 32
@@ -59,18 +59,5 @@ param_scheduler = [
     dict(type='CosineAnnealingLR', by_epoch=False, begin=50, end=max_iters, eta_min=1e-4),
 ]
 
-# fade_mm.engine: atomic checkpoints (fallback to the newest intact one on --resume; another
-# model's weights refused unless strict_keys=False), the best box AP kept
-default_hooks = dict(logger=dict(interval=50),
-                     checkpoint=dict(type='SafeCheckpointHook', by_epoch=False,
-                                     interval=max_iters,
-                                     save_best='coco/bbox_mAP', rule='greater'))
-log_processor = dict(by_epoch=False)
-randomness = dict(seed=0)
-
-# PNGs of every upsampler's input, guide, output (and FADE's gate) on a fixed val image,
-# every 100 iterations and after training: work_dir/upsampler_vis/; RNG states in the
-# checkpoints for an exact --resume
-custom_imports = dict(imports=['fade_mm.det', 'fade_mm.visualization'],
-                      allow_failed_imports=False)
-custom_hooks = [dict(type='UpsamplerVisHook', interval=100), dict(type='RNGStateHook')]
+# a checkpoint at the end, the best box AP kept
+default_hooks = dict(checkpoint=dict(interval=max_iters, save_best='coco/bbox_mAP'))

@@ -9,7 +9,7 @@ _base_ = [
     'mmseg::_base_/models/segformer_mit-b0.py',
     '../_base_/datasets/synthetic_ade.py',
     '../_base_/schedules/toy_iter_seg.py',  # 400 iterations
-    'mmseg::_base_/default_runtime.py',
+    '../_base_/toy_runtime_seg.py',  # mmseg's, with fade_mm's imports and hooks
 ]
 
 width = 64
@@ -20,13 +20,3 @@ model = dict(
                   norm_cfg=dict(type='BN', requires_grad=True), init_cfg=None),
     decode_head=dict(type='UpsamplerSegformerHead', upsample_cfg=None,
                      in_channels=[16, 32, 64, 128], channels=width, num_classes=12))
-
-default_hooks = dict(logger=dict(interval=50))
-randomness = dict(seed=0)
-
-# PNGs of every upsampler's input, guide, output (and FADE's gate) on a fixed val image,
-# every 100 iterations and after training: work_dir/upsampler_vis/; RNG states in the
-# checkpoints for an exact --resume
-custom_imports = dict(imports=['fade_mm.seg', 'fade_mm.visualization'],
-                      allow_failed_imports=False)
-custom_hooks = [dict(type='UpsamplerVisHook', interval=100), dict(type='RNGStateHook')]

@@ -5,9 +5,8 @@
 # The mask head keeps mmdet's own 2x2 deconv upsampler in every config.
 # Layout 8 GPUs x 2 images (lr 0.02 for batch 16): `bash tools/dist_train.sh CONFIG 8`, or
 # `--auto-scale-lr` on fewer GPUs.
-_base_ = 'mmdet::mask_rcnn/mask-rcnn_r50_fpn_1x_coco.py'
-
-custom_imports = dict(imports=['fade_mm.det'], allow_failed_imports=False)
+_base_ = ['mmdet::mask_rcnn/mask-rcnn_r50_fpn_1x_coco.py',
+          '../_base_/fade_runtime_det.py']  # fade_mm's imports, RNG states
 
 model = dict(
     neck=dict(
@@ -20,11 +19,10 @@ model = dict(
         top_down='add',
         upsample_cfg=dict(type='NearestUpsample')))
 
-# keep the checkpoint of the best validation (mmdet evaluates after every epoch)
+# fade_mm.engine: atomic checkpoints (fallback to the newest intact one on --resume; another
+# model's weights refused unless strict_keys=False), keeping the best validation's (mmdet
+# evaluates after every epoch)
 default_hooks = dict(checkpoint=dict(type='SafeCheckpointHook', save_best='coco/segm_mAP',
                                      rule='greater'))
-# fade_mm.engine: atomic checkpoints (fallback to the newest intact one on --resume; another
-# model's weights refused unless strict_keys=False) with RNG states for an exact --resume
-custom_hooks = [dict(type='RNGStateHook')]
 # as mmdet: off unless `--auto-scale-lr`, then lr = 0.02 * (GPUs x batch) / 16
 auto_scale_lr = dict(enable=False, base_batch_size=16)

@@ -21,12 +21,14 @@ model = dict(
         top_down='add',
         upsample_cfg=dict(type='NearestUpsample')))
 
-# keep the checkpoint of the best validation (mmdet evaluates after every epoch)
+# fade_mm.engine: atomic checkpoints (fallback to the newest intact one on --resume; another
+# model's weights refused unless strict_keys=False), keeping the best validation's (mmdet
+# evaluates after every epoch)
 default_hooks = dict(checkpoint=dict(type='SafeCheckpointHook', save_best='coco_panoptic/PQ',
                                      rule='greater'))
-# fade_mm.engine: atomic checkpoints (fallback to the newest intact one on --resume; another
-# model's weights refused unless strict_keys=False) with RNG states for an exact --resume.
-# (mmdet's base empties custom_hooks to drop NumClassCheckHook; this keeps it dropped.)
+# fade_mm.engine: RNG states in the checkpoints, for an exact --resume. mmdet's base empties
+# custom_hooks (to drop NumClassCheckHook), so this config sets custom_hooks and custom_imports
+# itself instead of listing ../_base_/fade_runtime_det.py (two bases may not set one key).
 custom_hooks = [dict(type='RNGStateHook')]
 # as mmdet: off unless `--auto-scale-lr`, then lr = 0.02 * (GPUs x batch) / 16
 auto_scale_lr = dict(enable=False, base_batch_size=16)
