@@ -1,11 +1,15 @@
-"""tools/analysis_tools/get_flops.py and results_table.py: counts checked against hand-computed
-multiply-adds, and the table read from fixtures of what an mmengine Runner writes (one run per
-config; several seeds per config; instance and panoptic segmentation metrics), with its
-complexity from get_flops.py's JSON or counted (--count). tools/demo.py: test_demo_tool.py."""
+"""tools/analysis_tools/get_flops.py and results_table.py (and the package modules behind them,
+fade_mm.complexity, fade_mm.results, fade_mm.tables): counts checked against hand-computed
+multiply-adds and against independent counts of what is counted (a detector's backbone and
+neck, a segmentor's whole forward; the bilinear outputs), and the table read from fixtures of
+what an mmengine Runner writes (one run per config; several seeds per config; instance and
+panoptic segmentation metrics), with its complexity from get_flops.py's JSON or counted
+(--count). tools/demo.py: test_demo_tool.py."""
 from __future__ import annotations
 
 import argparse
 import csv
+import inspect
 import io
 import json
 import os
@@ -31,15 +35,21 @@ SEG = os.path.join(ROOT, 'configs', 'segformer',
 DET = os.path.join(ROOT, 'configs', 'faster_rcnn', 'faster-rcnn_r50_fpn-{}_8xb2-1x_coco.py')
 DET_CARAFE = os.path.join(ROOT, 'configs', 'faster_rcnn',
                           'faster-rcnn_r50_fpncarafe-{}_8xb2-1x_coco.py')
+# the demo's toy models: Faster R-CNN (ResNet-18/4, FPN_CARAFE topology at 64 channels),
+# SegFormer head (ResNet-18/4)
+DEMO_DET = os.path.join(ROOT, 'configs', 'demo', 'faster-rcnn_r18-tiny_fpn-{}_synthetic.py')
+DEMO_SEG = os.path.join(ROOT, 'configs', 'demo', 'segformer-head_r18-tiny_{}_synthetic.py')
+UPERNET = os.path.join(ROOT, 'configs', 'upernet', 'upernet_r50_{}_4xb4-80k_ade20k-512x512.py')
 FADE_PARAMS = 47_514  # one FADE module at 256 channels
 C = 256  # channels of every upsampler in these heads / necks
 
-sys.path.insert(0, TOOLS)
+sys.path.insert(0, TOOLS)  # the command-line tools, as modules
 import get_flops  # noqa: E402
 import results_table  # noqa: E402
 
+from fade_mm import complexity, tables, tools  # noqa: E402
 from fade_mm.ops import carafe, carafe_output_flops  # noqa: E402
-from fade_mm.profiling import count_flops  # noqa: E402
+from fade_mm.profiling import SAMPLING_OPS, count_flops, count_flops_by_op  # noqa: E402
 
 
 def fade_macs(c: int, h: int, w: int, lite: bool = False, gate: bool = True, s: int = 2,
@@ -106,19 +116,72 @@ def test_fade_module_counts_convs_plus_reassembly(cfg):
     assert count_flops(lambda: m(x, guide)) == want
 
 
-@pytest.mark.slow
-def test_two_stage_detector_meta_count_equals_cpu_count():
-    """The meta-device stand-ins (RoI extractors, fixed proposal count) change no count."""
-    import copy
-    # 100 proposals instead of 1000: the CPU run of the RoI stage costs 10x less
-    cfg = get_flops.load_config(DET_CARAFE.format('fade'),
-                                {'model.test_cfg.rpn.max_per_img': 100})
-    model = get_flops.build_model(cfg)
-    inputs, samples = get_flops.dummy_batch(cfg, (96, 128))
-    assert list(inputs.shape) == [1, 3, 128, 128]  # padded to 64 by the data preprocessor
-    cpu = get_flops.count_model(model, inputs, samples)
-    meta = get_flops.count_model(copy.deepcopy(model).to('meta'), inputs.to('meta'), samples)
-    assert cpu == meta and cpu[2] == 100
+def test_count_flops_by_op_adds_up_and_prices_sampling():
+    conv = torch.nn.Conv2d(4, 6, 3, padding=1)
+    x, grid = torch.randn(2, 4, 5, 7), torch.rand(2, 3, 4, 2) * 2 - 1
+
+    def fn():
+        y = torch.nn.functional.interpolate(conv(x), scale_factor=2, mode='bilinear')
+        return torch.nn.functional.grid_sample(y, grid, align_corners=False)
+    by_op = count_flops_by_op(fn)
+    aten = torch.ops.aten
+    assert by_op[aten.convolution] == 2 * 6 * 5 * 7 * 4 * 9
+    assert by_op[aten.upsample_bilinear2d] == 4 * 2 * 6 * 10 * 14
+    assert by_op[aten.grid_sampler_2d] == 4 * 2 * 6 * 3 * 4
+    assert set(by_op) == {aten.convolution, *SAMPLING_OPS}
+    assert sum(by_op.values()) == count_flops(fn)
+
+
+def test_detector_counts_backbone_and_neck():
+    """A detector's GFLOPs: model.extract_feat (backbone + FPN, where the upsamplers are),
+    counted on meta, equal to a CPU count of it; parameters: the whole detector's. FADE minus
+    nearest: the four upsamplers of the FPN_CARAFE topology, counted by hand."""
+    cfg = complexity.load_config(DEMO_DET.format('fade'))
+    res = complexity.measure(cfg, (96, 128))
+    # padded to 64 by the data preprocessor
+    assert (res.counted, res.device, res.input_shape) == ('backbone+neck', 'meta',
+                                                          [1, 3, 128, 128])
+    model = tools.build_model(cfg)
+    inputs = torch.zeros(res.input_shape)
+    assert res.macs == count_flops(lambda: model.extract_feat(inputs)) > 0
+    assert res.sampling_macs == 0  # nearest top-down path, FADE: no bilinear resize
+    whole = sum(p.numel() for p in model.parameters())
+    feat = sum(p.numel() for m in (model.backbone, model.neck) for p in m.parameters())
+    assert res.params == whole > feat
+    base = complexity.measure(complexity.load_config(DEMO_DET.format('nearest')), (96, 128))
+    # P6 (2x2) -> P5 -> P4 -> P3 -> P2 (32x32) at 64 channels; nearest counts zero
+    delta = sum(fade_macs(64, n, n) for n in (2, 4, 8, 16))
+    assert res.macs - base.macs == delta == res.upsamplers['macs']
+    assert base.upsamplers['macs'] == 0 and base.counted == 'backbone+neck'
+    assert 'counted    GFLOPs of backbone and neck' in complexity.report(res, base)
+    assert complexity.to_json(res)['counted'] == 'backbone+neck'
+
+
+@pytest.mark.parametrize('config', [DEMO_SEG.format('bilinear'), UPERNET.format('bilinear')],
+                         ids=['segformer-head', 'upernet'])
+def test_segmentor_sampling_macs_are_four_per_bilinear_output(config, monkeypatch):
+    """A segmentor's whole forward is counted; its sampling share is 4 multiply-adds per
+    output element of every bilinear resize of its head (recorded here at F.interpolate)."""
+    cfg = complexity.load_config(config)
+    res = complexity.measure(cfg, (64, 96))
+    assert res.counted == 'whole model' and res.input_shape == [1, 3, 64, 96]
+    model = tools.build_model(cfg)
+    inputs, samples = complexity.dummy_batch(cfg, (64, 96))
+    interpolate, signature = torch.nn.functional.interpolate, inspect.signature(
+        torch.nn.functional.interpolate)
+    outputs = []
+
+    def recording(*args, **kwargs):
+        out = interpolate(*args, **kwargs)
+        if signature.bind(*args, **kwargs).arguments.get('mode') == 'bilinear':
+            outputs.append(out.numel())
+        return out
+    monkeypatch.setattr(torch.nn.functional, 'interpolate', recording)
+    with torch.no_grad():
+        model(inputs, samples, mode='tensor')
+    assert len(outputs) >= 4 and res.sampling_macs == 4 * sum(outputs)
+    monkeypatch.undo()
+    assert res.macs == count_flops(lambda: model(inputs, samples, mode='tensor'))
 
 
 # ----------------------------------------------------------------------------- get_flops CLI
@@ -131,6 +194,7 @@ def test_get_flops_segformer_fade_delta_is_six_modules(capsys):
     res = json.loads(proc.stdout.strip().splitlines()[-1])
     base = res['baseline']
     assert res['device'] == base['device'] == 'meta'
+    assert res['counted'] == base['counted'] == 'whole model'
     assert res['input_shape'] == [1, 3, side, side]
     assert res['upsampler'] == 'FADE' and base['upsampler'] is None
     assert res['delta_params'] == 285_084
@@ -151,6 +215,7 @@ def test_get_flops_segformer_fade_delta_is_six_modules(capsys):
     text = capsys.readouterr().out
     lite = segformer_fade_macs(side, lite=True)
     assert 'multiply-adds' in text and '+79,992 params' in text
+    assert "counted    GFLOPs of the whole model (mode='tensor' forward)" in text
     assert f'{(lite - segformer_bilinear_macs(side)) / 1e9:+.3f} GFLOPs' in text
     assert f'{lite / 1e9:+.3f} GFLOPs without interpolation/sampling' in text
 
@@ -160,37 +225,39 @@ def test_get_flops_faster_rcnn_fade_delta_is_four_modules():
     proc = run_tool('get_flops.py', [DET_CARAFE.format('fade'), '--shape', '128', '--compare',
                                      DET_CARAFE.format('nearest'), '--json'])
     res = json.loads(proc.stdout.strip().splitlines()[-1])
-    assert res['scope'] == 'mmdet' and res['device'] == 'meta' and res['proposals'] == 1000
+    assert res['scope'] == 'mmdet' and res['device'] == 'meta'
+    assert res['counted'] == res['baseline']['counted'] == 'backbone+neck'
     assert res['delta_params'] == 4 * FADE_PARAMS == 190_056
-    # FPN_CARAFE topology: P6 (2x2) -> P5 -> P4 -> P3 -> P2 (32x32); nearest counts zero
+    # FPN_CARAFE topology: P6 (2x2) -> P5 -> P4 -> P3 -> P2 (32x32); nearest counts zero.
+    # The same delta as when the heads were counted too: the upsamplers are in the neck.
     assert res['delta_macs'] == sum(fade_macs(C, n, n) for n in (2, 4, 8, 16))
     assert res['upsamplers']['macs'] == res['delta_macs']
     assert [m['type'] for m in res['upsamplers']['per_module']] == ['FADE'] * 4
 
 
 # one config of each further family: mmdet's heads around an FPN / PAFPN with upsamplers
-# (config, FADE modules, their parameters, RoI proposals): three FADEs at 256 channels in
-# the FPNs; two at the PAFPNs' widths (RTMDet-tiny 192 and 96, YOLOX-S 256 and 128)
+# (config, FADE modules, their parameters): three FADEs at 256 channels in the FPNs; two at
+# the PAFPNs' widths (RTMDet-tiny 192 and 96, YOLOX-S 256 and 128)
 FAMILIES = [
-    ('mask_rcnn/mask-rcnn_r50_fpn-{}_8xb2-1x_coco.py', 3, 3 * FADE_PARAMS, 1000),
-    ('panoptic_fpn/panoptic-fpn_r50_fpn-{}_8xb2-1x_coco.py', 3, 3 * FADE_PARAMS, 1000),
-    ('rtmdet/rtmdet_tiny_pafpn-{}_8xb32-300e_coco.py', 2, 66_132, None),
-    ('yolox/yolox_s_pafpn-{}_8xb8-300e_coco.py', 2, 78_516, None),
+    ('mask_rcnn/mask-rcnn_r50_fpn-{}_8xb2-1x_coco.py', 3, 3 * FADE_PARAMS),
+    ('panoptic_fpn/panoptic-fpn_r50_fpn-{}_8xb2-1x_coco.py', 3, 3 * FADE_PARAMS),
+    ('rtmdet/rtmdet_tiny_pafpn-{}_8xb32-300e_coco.py', 2, 66_132),
+    ('yolox/yolox_s_pafpn-{}_8xb8-300e_coco.py', 2, 78_516),
 ]
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize('pattern,modules,params,proposals', FAMILIES)
-def test_get_flops_counts_every_family_on_meta(pattern, modules, params, proposals, capsys):
-    """Mask R-CNN, Panoptic FPN (whose tensor forward asks the RPN for proposals itself),
-    RTMDet and YOLOX count on the meta device; FADE differs from nearest by its upsamplers
-    alone."""
+@pytest.mark.parametrize('pattern,modules,params', FAMILIES)
+def test_get_flops_counts_every_family_on_meta(pattern, modules, params, capsys):
+    """Mask R-CNN, Panoptic FPN, RTMDet and YOLOX: backbone and neck count on the meta
+    device; FADE differs from nearest by its upsamplers alone."""
     cfg = os.path.join(ROOT, 'configs', pattern)
     assert get_flops.main([cfg.format('fade'), '--shape', '128', '--compare',
                            cfg.format('nearest'), '--json']) == 0
     res = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     base = res['baseline']
-    assert res['device'] == base['device'] == 'meta' and res['proposals'] == proposals
+    assert res['device'] == base['device'] == 'meta'
+    assert res['counted'] == base['counted'] == 'backbone+neck' and 'proposals' not in res
     up, base_up = res['upsamplers'], base['upsamplers']
     assert up['modules'] == base_up['modules'] == modules
     assert [m['type'] for m in up['per_module']] == ['FADE'] * modules
@@ -271,6 +338,9 @@ def test_results_table_reads_runs(fixture_runs):
     # the fixture's dumps inherit the FPN_CARAFE configs: four upsamplers
     assert det['FADE'].params - det['Nearest'].params == 4 * FADE_PARAMS
     assert det['FADE'].macs - det['Nearest'].macs == sum(fade_macs(C, n, n) for n in (2, 4, 8, 16))
+    # what the GFLOPs cover: a detector's backbone and neck, a segmentor's whole forward
+    assert {g.counted for g in det.values()} == {'backbone+neck'}
+    assert {g.counted for g in seg.values()} == {'whole model'}
 
 
 def test_results_table_markdown(fixture_runs):
@@ -299,7 +369,10 @@ def test_results_table_markdown(fixture_runs):
             '49.6 (+1.2) | 38.5 (+1.2) |') in det_rows[1]
     assert det_rows[1].endswith('| 42.0 (+1.2) | 49.6 |')
     assert 'bIoU: boundary IoU, band = 2% of the image diagonal.' in text
-    assert 'multiply-adds for one 128x128 input' in text
+    assert ('GFLOPs: multiply-adds for one 128x128 input through the whole model (incl. '
+            'CARAFE reassembly' in text)
+    assert ('GFLOPs: multiply-adds for one 128x128 input through backbone and neck (heads '
+            'not counted) (incl. CARAFE reassembly' in text)
     # single runs have no spread: no ± and no † anywhere
     assert '±' not in '\n'.join(seg_rows + det_rows) and '†' not in text
 
@@ -329,6 +402,7 @@ def test_results_table_csv_and_explicit_baseline(fixture_runs):
     rows = {(r['task'], r['method']): r for r in _csv_rows(_render(groups, args, 'csv'))}
     fade = rows['seg', 'FADE']
     assert fade['params_delta'] == '285084' and fade['shape'] == '128x128'
+    assert fade['counted'] == 'whole model' and rows['det', 'FADE']['counted'] == 'backbone+neck'
     d_fade = segformer_fade_macs(128) - segformer_bilinear_macs(128)
     assert fade['gflops_delta'] == f'{d_fade / 1e9:+.4f}'
     assert (fade['mIoU_best'], fade['mIoU_best_delta']) == ('44.41', '+2.73')
@@ -499,19 +573,19 @@ def test_results_table_seed_from_log_and_repeated_seed(tmp_path):
         groups = results_table.collect(args)
     assert len(groups) == 1
     assert groups[0].seeds == [3, 7, 7] and groups[0].name == 'c'
-    stat = results_table.metric_stat(groups[0], 'final', results_table.TASKS['seg']['metrics'][0])
+    stat = tables.metric_stat(groups[0], 'final', tables.TASKS['seg']['metrics'][0])
     assert (stat.mean, stat.n) == (41.0, 3) and stat.std == pytest.approx(1.0)
 
 
 def test_within_spread():
-    stat = results_table.Stat
-    assert results_table.within_spread(stat(41.8, 0.28, 2), stat(41.5, 0.3, 3)) is True
-    assert results_table.within_spread(stat(44.3, 0.3, 3), stat(41.5, 0.3, 3)) is False
+    stat, within_spread = tables.Stat, tables.within_spread
+    assert within_spread(stat(41.8, 0.28, 2), stat(41.5, 0.3, 3)) is True
+    assert within_spread(stat(44.3, 0.3, 3), stat(41.5, 0.3, 3)) is False
     # a single run is a point: inside the other's interval or not
-    assert results_table.within_spread(stat(41.7, None, 1), stat(41.5, 0.3, 3)) is True
-    assert results_table.within_spread(stat(43.4, None, 1), stat(41.5, 0.3, 3)) is False
+    assert within_spread(stat(41.7, None, 1), stat(41.5, 0.3, 3)) is True
+    assert within_spread(stat(43.4, None, 1), stat(41.5, 0.3, 3)) is False
     # two single runs: no spread to compare with
-    assert results_table.within_spread(stat(43.4, None, 1), stat(41.5, None, 1)) is None
+    assert within_spread(stat(43.4, None, 1), stat(41.5, None, 1)) is None
 
 
 # ----------------------------------------------------------------------------- mask AP and PQ
@@ -701,3 +775,22 @@ def test_own_complexity_json_and_shape_mismatch(tmp_path):
     with pytest.warns(UserWarning, match='not complexity records of get_flops.py'):
         groups = results_table.collect(results_table.parse_args([str(tmp_path)]))
     assert next(g for g in groups if g.method == 'FADE').params is None
+
+
+def test_complexity_json_counted_part(tmp_path):
+    """A JSON that does not say what its GFLOPs cover (written before get_flops.py said so)
+    counted the whole model; a task whose rows mix the two gets a warning."""
+    det = DET.format('{}')
+    record = [{'coco/bbox_mAP': 0.4, 'step': 100}]
+    old = _complexity(41_753_056, 200.0, (800, 1344))
+    new = dict(_complexity(41_943_112, 80.0, (800, 1344)), counted='backbone+neck')
+    _metric_run(tmp_path, 'nearest', det.format('nearest'), record, old)
+    _metric_run(tmp_path, 'fade', det.format('fade'), record, new)
+    with pytest.warns(UserWarning, match=r"the det rows' GFLOPs cover different parts of their "
+                      r'models \(backbone\+neck: fade; whole model: nearest\)'):
+        groups = results_table.collect(results_table.parse_args([str(tmp_path)]))
+    assert {g.method: g.counted for g in groups} == {'Nearest': 'whole model',
+                                                      'FADE': 'backbone+neck'}
+    text = tables.render(groups, 'markdown')
+    assert ('GFLOPs: multiply-adds for one 800x1344 input through backbone and neck (heads '
+            'not counted) / the whole model (' in text)

@@ -1,17 +1,18 @@
 """The rows of a results table and their rendering as Markdown, LaTeX/booktabs or CSV.
 
-Standard library only (no torch, mmengine or fade_mm): :mod:`results_table` reads work dirs
-and complexity JSONs into :class:`Run` / :class:`RunGroup` objects, this module computes
-each row's cells (mean ± std over seeds, deltas to the baseline, the overlap mark) and
-renders them. Every renderer takes the groups and explicit keyword arguments::
+Standard library only (no torch or OpenMMLab code runs here): :mod:`fade_mm.results` reads
+work dirs and complexity JSONs into :class:`Run` / :class:`RunGroup` objects, this module
+computes each row's cells (mean ± std over seeds, deltas to the baseline, the overlap mark)
+and renders them. Every renderer takes the groups and explicit keyword arguments::
 
     render(groups, 'markdown', metrics=None, evals=('best', 'final'), flops=True,
            exclude_sampling=False, per_run=False)
 
 Tasks (:data:`TASKS`): ``det`` (COCO box AP), ``ins`` (instance segmentation: box AP and
 mask AP), ``pan`` (COCO panoptic PQ, SQ, RQ, things / stuff), ``seg`` (mIoU, bIoU). A row's
-parameters, multiply-adds and the input shape they were counted for are its runs'
-``params``, ``macs`` and ``shape`` (None: not known, shown as a dash).
+parameters, multiply-adds, the part of the model those cover and the input shape they were
+counted for are its runs' ``params``, ``macs``, ``counted`` and ``shape`` (None: not known,
+shown as a dash).
 """
 from __future__ import annotations
 
@@ -26,7 +27,8 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 __all__ = ['Metric', 'TASKS', 'METHOD_ORDER', 'Evaluation', 'Run', 'RunGroup', 'Stat', 'Cell',
            'lookup', 'value_of', 'metric_stat', 'within_spread', 'metric_cells',
            'select_metrics', 'metric_labels', 'by_task', 'render_markdown', 'render_latex',
-           'render_csv', 'RENDERERS', 'render', 'latex_escape', 'UnknownMetricError']
+           'render_csv', 'RENDERERS', 'render', 'latex_escape', 'UnknownMetricError',
+           'COUNTED_NOTES']
 
 DASH = '–'
 WITHIN_SPREAD = '†'
@@ -82,6 +84,10 @@ TASK_NOTES = {
            '_th: things, _st: stuff.',
 }
 
+# What a row's GFLOPs cover (Run.counted), as the notes say it.
+COUNTED_NOTES = {'backbone+neck': 'backbone and neck (heads not counted)',
+                 'whole model': 'the whole model'}
+
 # Row order of the papers' tables (a label sorts by its longest prefix listed here).
 METHOD_ORDER = ['Nearest', 'Bilinear', 'Deconv', 'PixelShuffle', 'CARAFE', 'IndexNet', 'A2U',
                 'SAPA', 'DySample', 'FADE', 'FADE-Lite']
@@ -107,7 +113,8 @@ class Run:
     """One ``work_dirs/<config_name>`` directory, read.
 
     ``params`` / ``macs`` / ``shape``: the model's parameters, multiply-adds and the
-    ``(H, W)`` input they were counted for (None when not known).
+    ``(H, W)`` input they were counted for (None when not known); ``counted``: what ``macs``
+    cover (``'backbone+neck'`` or ``'whole model'``, see :mod:`fade_mm.complexity`).
     """
 
     name: str
@@ -124,6 +131,7 @@ class Run:
     macs: Optional[int] = None
     seed: Optional[int] = None
     shape: Optional[Tuple[int, int]] = None
+    counted: Optional[str] = None
 
     @property
     def evaluations(self) -> List[Evaluation]:
@@ -198,6 +206,10 @@ class RunGroup:
     @property
     def shape(self) -> Optional[Tuple[int, int]]:
         return self.runs[0].shape
+
+    @property
+    def counted(self) -> Optional[str]:
+        return self.runs[0].counted
 
     def names(self) -> List[str]:
         """Every name the group answers to (``--baseline``), lower case."""
@@ -426,7 +438,10 @@ def _notes(task: str, rows: List[RunGroup], metrics: List[Metric], evals: Sequen
         shapes = sorted({tuple(g.shape) for g in rows if g.macs is not None and g.shape})
         size = (f' for one {_shape_text(shapes[0])} input' if len(shapes) == 1 else
                 ' for one input of ' + ' / '.join(map(_shape_text, shapes)) if shapes else '')
-        notes.append(f'GFLOPs: multiply-adds{size} ({conv}).')
+        parts = sorted({g.counted for g in rows if g.macs is not None and g.counted})
+        part = ' / '.join(COUNTED_NOTES.get(p, p) for p in parts)
+        notes.append(f'GFLOPs: multiply-adds{size}{" through " + part if part else ""} '
+                     f'({conv}).')
     notes.append(('ΔParams / ΔGFLOPs' if flops else 'ΔParams') +
                  ': totals on the baseline row (and rows without one), differences to the '
                  'baseline elsewhere; metric deltas in parentheses.')
@@ -563,7 +578,8 @@ def render_csv(groups: List[RunGroup], *, metrics: Optional[Sequence[str]] = Non
 
     ``run`` is the row's name, ``runs`` / ``seeds`` its run directories and their seeds
     (``;``-separated, ``?`` for an unknown seed; ``evals`` and the steps likewise where the
-    runs differ). ``shape`` is the input the GFLOPs were counted for. Per metric: the mean
+    runs differ). ``shape`` is the input the GFLOPs were counted for, ``counted`` what they
+    cover (``backbone+neck`` or ``whole model``). Per metric: the mean
     (``<M>_<eval>``), its sample std (empty for one value), the number of runs with a
     value, the delta of the means to the baseline and whether the mean ± std intervals
     overlap (``within_spread``: true / false; empty without a spread or a baseline).
@@ -573,7 +589,7 @@ def render_csv(groups: List[RunGroup], *, metrics: Optional[Sequence[str]] = Non
     cols = ['task', 'run', 'method', 'backbone', 'baseline', 'n', 'runs', 'seeds', 'params',
             'params_delta']
     if flops:
-        cols += ['shape', 'gflops', 'gflops_delta']
+        cols += ['shape', 'gflops', 'gflops_delta', 'counted']
     cols += ['evals', 'best_step', 'final_step']
     tasks = by_task(groups)
     metric_cols: List[str] = []
@@ -604,6 +620,7 @@ def render_csv(groups: List[RunGroup], *, metrics: Optional[Sequence[str]] = Non
                 if g.macs is not None:
                     row['shape'] = _shape_text(g.shape)
                     row['gflops'] = f'{g.macs / 1e9:.4f}'
+                    row['counted'] = g.counted
                     if base is not None and base.macs is not None:
                         row['gflops_delta'] = f'{(g.macs - base.macs) / 1e9:+.4f}'
             for which in ('best', 'final'):
