@@ -88,8 +88,10 @@ def test_every_demo_config_is_listed():
 def test_demo_config_builds_with_its_parameter_count(name):
     from mmengine.registry import MODELS, init_default_scope
 
+    from fade_mm.tools import register_scope
+
     cfg = _config(osp.join(DEMO, name))
-    _tool('train.py')['register_scope'](cfg.default_scope)
+    register_scope(cfg.default_scope)
     init_default_scope(cfg.default_scope)
     model = MODELS.build(cfg.model)
     assert sum(p.numel() for p in model.parameters()) == PARAMS[name]
@@ -118,8 +120,9 @@ def _bases(path: str) -> List[str]:
 
 
 def test_demo_configs_are_by_role():
-    """Baselines: a dataset base of ours, a schedule base of ours, the runtime (and a model)
-    base of mmdet / mmseg, no full COCO / ADE20K config; the upsampler files: three lines
+    """Baselines: a dataset base of ours, a schedule base of ours, a runtime base of ours
+    (``_base_/toy_runtime_*.py``, over mmdet's / mmseg's default_runtime), a model base of
+    mmdet / mmseg or ours, no full COCO / ADE20K config; the upsampler files: three lines
     over their baseline."""
     for name in PARAMS:
         bases = _bases(osp.join(DEMO, name))
@@ -127,7 +130,7 @@ def test_demo_configs_are_by_role():
             assert all('_base_/' in b for b in bases), (name, bases)
             assert sum('../_base_/datasets/synthetic_' in b for b in bases) == 1
             assert sum('../_base_/schedules/toy_iter' in b for b in bases) == 1
-            assert sum(b.endswith('::_base_/default_runtime.py') for b in bases) == 1
+            assert sum(b.startswith('../_base_/toy_runtime_') for b in bases) == 1
         else:
             with open(osp.join(DEMO, name)) as f:
                 assert len(f.read().strip().splitlines()) == 3
@@ -178,7 +181,8 @@ def test_overlay_model_fixes_apply_where_the_model_has_them():
     ('demo/rtmdet_tiny-toy_pafpn-fade_synthetic.py', 'synthetic_coco.py', 'det'),
 ])
 def test_synthetic_data_is_chosen_per_task(config, overlay, kind):
-    task = _tool('train.py')['synthetic_task'](_config(osp.join(CONFIGS, config)))
+    from fade_mm.runner import synthetic_task
+    task = synthetic_task(_config(osp.join(CONFIGS, config)))
     assert (task.overlay, task.kind) == (overlay, kind)
     assert task.default_root == osp.join('data', 'synthetic', kind)
 
@@ -194,35 +198,36 @@ def test_synthetic_root_is_optional():
 def test_synthetic_refuses_a_damaged_root_unless_regenerate(tmp_path):
     from fade_mm import cli
     from fade_mm.datasets import make_synthetic_coco
+    from fade_mm.runner import apply_synthetic
     root = str(tmp_path / 'det')
     make_synthetic_coco(root, num_train=2, num_val=1, image_size=64, seed=0)
     image = sorted(glob.glob(osp.join(root, 'train', '*')))[0]
     with open(image, 'r+b') as f:
         f.truncate(10)  # a half-written file
-    train = _tool('train.py')
     cfg = _config(osp.join(DEMO, 'faster-rcnn_r18-tiny_fpn-fade_synthetic.py'))
     with pytest.raises(cli.UsageError) as err:
-        train['apply_synthetic'](cfg, root)
+        apply_synthetic(cfg, root)
     assert '\n' not in str(err.value) and root in str(err.value)
     assert 'truncated' in str(err.value) and '--regenerate' in str(err.value)
 
-    train['apply_synthetic'](cfg, root, regenerate=True)  # redrawn with the same arguments
+    apply_synthetic(cfg, root, regenerate=True)  # redrawn with the same arguments
     assert os.path.getsize(image) > 10
     assert cfg.train_dataloader.dataset.data_root == root
     assert cfg.val_evaluator.ann_file == osp.join(root, 'annotations', 'instances_val.json')
     with pytest.raises(SystemExit) as exit_:  # --regenerate alone: a usage error
-        train['parse_args']([osp.join(DEMO, 'faster-rcnn_r18-tiny_fpn-fade_synthetic.py'),
-                             '--regenerate'])
+        _tool('train.py')['parse_args']([
+            osp.join(DEMO, 'faster-rcnn_r18-tiny_fpn-fade_synthetic.py'), '--regenerate'])
     assert exit_.value.code == 2
 
 
 def test_load_partial_sets_strict_keys_off():
+    from fade_mm.runner import load_config
     train = _tool('train.py')
     cfg_path = osp.join(DEMO, 'segformer-head_r18-tiny_fade_synthetic.py')
     args = train['parse_args']([cfg_path, '--load-partial'])
-    cfg = train['load_config'](args)
+    cfg = load_config(args)
     assert cfg.default_hooks.checkpoint.strict_keys is False
-    assert 'strict_keys' not in train['load_config'](train['parse_args']([cfg_path])) \
+    assert 'strict_keys' not in load_config(train['parse_args']([cfg_path])) \
         .default_hooks.checkpoint
     test_args = _tool('test.py')['parse_args']([cfg_path, 'x.pth', '--load-partial'])
     assert test_args.load_partial
@@ -230,7 +235,7 @@ def test_load_partial_sets_strict_keys_off():
     args = train['parse_args']([cfg_path, '--load-partial', '--cfg-options',
                                 'default_hooks.checkpoint.type=CheckpointHook'])
     with pytest.raises(cli.UsageError, match='SafeCheckpointHook'):
-        train['load_config'](args)
+        load_config(args)
 
 
 # ------------------------------------------------------------------ runs (slow, subprocesses)
@@ -328,8 +333,9 @@ def test_test_tool_load_partial_loads_another_upsamplers_checkpoint(tmp_path):
     from fade_mm.datasets import make_synthetic_ade
     make_synthetic_ade(str(tmp_path / 'data' / 'synthetic' / 'seg'), num_train=1, num_val=1,
                        image_size=64, seed=0)
+    from fade_mm.tools import register_scope
     fade = _config(osp.join(DEMO, 'segformer-head_r18-tiny_fade_synthetic.py'))
-    _tool('train.py')['register_scope']('mmseg')
+    register_scope('mmseg')
     init_default_scope('mmseg')
     ckpt = str(tmp_path / 'fade.pth')
     torch.save(dict(meta=dict(cfg=fade.pretty_text),

@@ -5,13 +5,12 @@
 - ``clear_pretrained``: every pretrained source of a config gone, so it builds offline;
 - the 3x3 deconv, DySample's biased scope, SAPA's GroupNorm / norm-free embeddings and the
   official SegFormer head's linear projections: exact counts and what they compute;
-- ``tools/train.py``'s layout and resume warnings.
+- ``tools/train.py``'s layout and resume warnings (``fade_mm.runner``).
 """
 from __future__ import annotations
 
 import os
 import os.path as osp
-import runpy
 
 import numpy as np
 import pytest
@@ -206,14 +205,9 @@ def test_segformer_linear_projection_head():
         MODELS.build(dict(base, type='UpsamplerSegformerHead', projection='mlp'))
 
 
-# ------------------------------------------------------------------------ train.py
-@pytest.fixture(scope='module')
-def train_tool():
-    return runpy.run_path(osp.join(ROOT, 'tools', 'train.py'), run_name='fade_mm_tool')
-
-
-def test_layout_warning(train_tool):
-    warn = train_tool['layout_warning']
+# ------------------------------------------------------- train.py's warnings (fade_mm.runner)
+def test_layout_warning():
+    from fade_mm.runner import layout_warning as warn
     path = osp.join(CFG, 'faster_rcnn', 'faster-rcnn_r50_fpn-fade_8xb2-1x_coco.py')
     cfg = Config.fromfile(path)
     assert warn(cfg, path, 8) is None  # 8 x 2 as laid out
@@ -225,8 +219,8 @@ def test_layout_warning(train_tool):
     assert warn(Config.fromfile(seg), seg, 1) is None
 
 
-def test_resume_source_warning(train_tool, tmp_path):
-    warn = train_tool['resume_source_warning']
+def test_resume_source_warning(tmp_path):
+    from fade_mm.runner import resume_source_warning as warn
     work = tmp_path / 'work'
     work.mkdir()
     cfg = Config(dict(work_dir=str(work), resume=True, load_from=None))

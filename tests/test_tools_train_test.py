@@ -18,6 +18,7 @@ import shutil
 import socket
 import subprocess
 import sys
+from types import SimpleNamespace
 from typing import Dict, List, Optional
 
 import pytest
@@ -132,6 +133,31 @@ def test_adapt_to_cpu_switches_to_gloo_and_cpu_ddp():
     single = Config(dict(launcher='none', env_cfg=dict(dist_cfg=dict(backend='nccl'))))
     adapt_to_cpu(single)
     assert single.env_cfg.dist_cfg.backend == 'gloo' and 'model_wrapper_cfg' not in single
+
+
+def test_only_the_main_process_dumps_test_metrics(monkeypatch):
+    """mmengine's LoggerHook dumps the test metrics to WORK_DIR/TIMESTAMP/TIMESTAMP.json in
+    every rank, all to one file, at the same moment: two writers left the tail of the longer
+    dump behind the shorter one (invalid JSON, the once-flaky dist test below). test.py
+    leaves the dump to rank 0."""
+    import mmengine.dist.utils
+    from mmengine.hooks import LoggerHook
+
+    from fade_mm.runner import dump_test_metrics_on_main_process
+
+    dumps = []
+
+    class Logger(LoggerHook):
+        def after_test_epoch(self, runner, metrics=None):
+            dumps.append(metrics)
+
+    for rank, expected in ((1, []), (0, [{'mIoU': 1.0}])):
+        dumps.clear()
+        monkeypatch.setattr(mmengine.dist.utils, 'get_rank', lambda group=None, r=rank: r)
+        runner = SimpleNamespace(hooks=[Logger()])
+        dump_test_metrics_on_main_process(runner)
+        runner.hooks[0].after_test_epoch(runner, metrics={'mIoU': 1.0})
+        assert dumps == expected, rank
 
 
 class _Payload:

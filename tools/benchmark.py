@@ -181,24 +181,25 @@ def module_worker(spec) -> dict:
 
 # ------------------------------------------------------------------------------ the models
 def _build_model(spec):
-    """A model from one of this repository's configs, SyncBN reverted to BN (CPU)."""
+    """A model from one of this repository's configs, SyncBN reverted to BN (CPU).
+
+    Built by :func:`fade_mm.tools.build_model` from the seed 0, with the modules' own
+    initialisation (no ``init_weights``, nothing pretrained: the weights do not change the
+    timings); the worker's default scope is the config's, as the steps need no more.
+    """
     from mmengine.config import Config
-    from mmengine.model import revert_sync_batchnorm
-    if spec['family'] == 'seg':
-        from mmseg.registry import MODELS
-        from mmseg.utils import register_all_modules
-    else:
-        from mmdet.registry import MODELS
-        from mmdet.utils import register_all_modules
-    register_all_modules()
+
+    from fade_mm.tools import build_model, register_scope, scope_of
+
     cfg = Config.fromfile(os.path.join(ROOT, spec['config']))
+    register_scope(scope_of(cfg), init_default_scope=True)
     if spec.get('cfg_options'):
         cfg.merge_from_dict(spec['cfg_options'])
     if spec.get('upsampler_options'):  # e.g. with_cp for FADE when the head has no switch
         key = 'decode_head' if spec['family'] == 'seg' else 'neck'
         cfg.model[key].upsample_cfg.update(spec['upsampler_options'])
     torch.manual_seed(0)
-    return revert_sync_batchnorm(MODELS.build(cfg.model))
+    return build_model(cfg)  # in eval mode: model_worker switches to train()
 
 
 def _seg_batch(model, batch, h, w):

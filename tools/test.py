@@ -8,6 +8,9 @@ printed and dumped to ``WORK_DIR/TIMESTAMP/TIMESTAMP.json``.
 The checkpoint loads with ``weights_only=True`` and fade_mm's allow-list of runner-checkpoint
 globals; ``--trust-checkpoint`` unpickles a trusted file in full.
 
+What it shares with ``tools/train.py`` (the common options, loading the config, building the
+Runner) is :mod:`fade_mm.runner`.
+
 Examples::
 
     python tools/test.py CONFIG work_dirs/x/iter_4000.pth
@@ -19,7 +22,6 @@ Examples::
 from __future__ import annotations
 
 import argparse
-import os
 import os.path as osp
 import sys
 import warnings
@@ -28,11 +30,19 @@ from typing import Any, List, Optional, Sequence
 
 from mmengine.config import Config, ConfigDict
 
-sys.path.insert(0, osp.dirname(osp.abspath(__file__)))  # the shared helpers of train.py
-from train import (TRUST_NOTE, add_common_args, build_runner, check_args,  # noqa: E402
-                   load_config)
+REPO_ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
+if REPO_ROOT not in sys.path:
+    sys.path.insert(0, REPO_ROOT)  # run from a checkout without `pip install -e .` too
 
-from fade_mm import cli  # noqa: E402  (train.py put the repository on sys.path)
+from fade_mm import cli  # noqa: E402
+from fade_mm.runner import (  # noqa: E402
+    TRUST_NOTE,
+    add_common_args,
+    build_runner,
+    check_args,
+    dump_test_metrics_on_main_process,
+    load_config,
+)
 
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
@@ -56,8 +66,7 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
                         'config\'s tta_model/tta_pipeline; mmdet: flip TTA by default)')
     add_common_args(parser)
     args = parser.parse_args(argv)
-    check_args(parser, args)
-    os.environ.setdefault('LOCAL_RANK', str(args.local_rank))
+    check_args(parser, args)  # sets LOCAL_RANK too
     return args
 
 
@@ -146,6 +155,7 @@ def main(argv: Optional[List[str]] = None) -> Any:
                              f'{args.out}')
 
     runner = build_runner(cfg, args.trust_checkpoint)
+    dump_test_metrics_on_main_process(runner)  # one writer of WORK_DIR/TIMESTAMP/*.json
     if args.out is not None and cfg.default_scope == 'mmdet':
         from mmdet.evaluation import DumpDetResults
         runner.test_evaluator.metrics.append(DumpDetResults(out_file_path=args.out))
