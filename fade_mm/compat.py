@@ -22,11 +22,11 @@ arrays, dtypes and scalars), so ``load_checkpoint``, ``Runner.resume`` (``--resu
   numpy globals that rebuild arrays, dtypes and scalars (numeric dtypes only; no object
   arrays), and ``builtins.getattr`` restricted to :func:`history_buffer_getattr` (pickle
   protocol 2 stores ``HistoryBuffer.min`` & co., which a buffer's state holds, as
-  ``getattr(HistoryBuffer, 'min')``; any other ``getattr`` is refused). It also replaces mmengine's loader of local files (the catch-all ``''`` scheme
-  of ``CheckpointLoader``) by :func:`load_from_safe_local`, which loads with
-  ``weights_only=True`` on every torch that has an allow-list (>= 2.4) and turns a refusal
-  into one line that names the file and the globals it would need
-  (:class:`UntrustedCheckpointError`).
+  ``getattr(HistoryBuffer, 'min')``; any other ``getattr`` is refused). It also replaces
+  mmengine's loader of local files (the catch-all ``''`` scheme of ``CheckpointLoader``)
+  by :func:`load_from_safe_local`, which loads with ``weights_only=True`` on every torch
+  that has an allow-list (>= 2.4) and turns a refusal into one line that names the file
+  and the globals it would need (:class:`UntrustedCheckpointError`).
 * :func:`trust_local_checkpoints` is the explicit opt-in for a trusted file that needs
   more (``--trust-checkpoint`` in this repository's tools): local files are then
   unpickled in full (``weights_only=False``), which can run any code the pickle holds.

@@ -22,8 +22,9 @@ def _same_state(a, b):
 
 # ------------------------------------------------------------ UpsamplerFPN top_down
 def _fpn(**kwargs):
-    import fade_mm.det  # noqa: F401
     from mmdet.registry import MODELS as DET
+
+    import fade_mm.det  # noqa: F401
     torch.manual_seed(0)
     with DefaultScope.overwrite_default_scope('mmdet'):
         return DET.build(dict(type='UpsamplerFPN', in_channels=[8, 16, 32], out_channels=8,

@@ -9,8 +9,13 @@ import torch
 from mmengine.registry import DefaultScope
 
 from fade_mm.seg import biou_metric as bm
-from fade_mm.seg.biou_metric import (BoundaryIoUMetric, boundary_width, erode,
-                                     label_boundary, mask_boundary)
+from fade_mm.seg.biou_metric import (
+    BoundaryIoUMetric,
+    boundary_width,
+    erode,
+    label_boundary,
+    mask_boundary,
+)
 
 IGNORE = 255
 
@@ -226,11 +231,11 @@ def test_logs_ratio(monkeypatch):
 
 
 def test_registry_and_evaluator_next_to_iou_metric():
+    import mmseg.evaluation  # noqa: F401  (registers IoUMetric)
     from mmengine.evaluator import Evaluator
+    from mmengine.structures import PixelData
     from mmseg.registry import METRICS
     from mmseg.structures import SegDataSample
-    from mmengine.structures import PixelData
-    import mmseg.evaluation  # noqa: F401  (registers IoUMetric)
 
     with DefaultScope.overwrite_default_scope('mmseg'):
         built = METRICS.build(dict(type='BoundaryIoUMetric'))

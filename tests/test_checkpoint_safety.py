@@ -151,8 +151,9 @@ def test_save_interrupted_halfway_keeps_an_intact_checkpoint(tmp_path, monkeypat
     """The 3rd save dies half-way through writing. SafeCheckpointHook: iter_2.pth (the only
     one kept) is intact and named by last_checkpoint. mmengine's CheckpointHook, for the
     record: iter_2.pth already removed, iter_3.pth truncated, nothing to resume from."""
-    from fade_mm.engine import is_intact_checkpoint
     from mmengine.fileio import LocalBackend
+
+    from fade_mm.engine import is_intact_checkpoint
     put, calls = LocalBackend.put, []
 
     def dying_put(self, obj, filepath):

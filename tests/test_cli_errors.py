@@ -258,6 +258,7 @@ def test_damaged_checkpoint_inside_a_loader():
     """A checkpoint no tool checked first (--resume of the work dir's last one): torch's
     error becomes the file and what is wrong with it."""
     from mmengine.runner.checkpoint import _load_checkpoint
+
     from fade_mm.compat import install_safe_checkpoint_loading
     install_safe_checkpoint_loading()
     import tempfile

@@ -33,9 +33,12 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from fade_mm.upsamplers import FADE, FADELite
-from fade_mm.upsamplers.convert import (convert_official_checkpoint,
-                                        convert_official_state_dict, detect_official_kind,
-                                        find_official_modules)
+from fade_mm.upsamplers.convert import (
+    convert_official_checkpoint,
+    convert_official_state_dict,
+    detect_official_kind,
+    find_official_modules,
+)
 
 SCRIPT = osp.join(osp.dirname(osp.dirname(osp.abspath(__file__))), 'tools',
                   'model_converters', 'fade_official_to_fade_mm.py')

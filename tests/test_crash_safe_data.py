@@ -14,10 +14,15 @@ import time
 
 import pytest
 
-from fade_mm.datasets import (SyntheticDataError, ensure_synthetic, make_synthetic_ade,
-                              make_synthetic_coco, make_synthetic_coco_panoptic,
-                              verify_synthetic)
-from fade_mm.datasets import _common
+from fade_mm.datasets import (
+    SyntheticDataError,
+    _common,
+    ensure_synthetic,
+    make_synthetic_ade,
+    make_synthetic_coco,
+    make_synthetic_coco_panoptic,
+    verify_synthetic,
+)
 
 SMALL = dict(num_train=6, num_val=2, image_size=64)
 MAKE = {'det': make_synthetic_coco, 'seg': make_synthetic_ade,

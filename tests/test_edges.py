@@ -236,15 +236,17 @@ def test_semi_shift_conv_validates_its_arguments():
 
 # ------------------------------------------------------------- necks and heads: configs
 def _fpn(**up):
-    import fade_mm.det  # noqa: F401
     from mmdet.registry import MODELS
+
+    import fade_mm.det  # noqa: F401
     return MODELS.build(dict(type='UpsamplerFPN', in_channels=[8, 16], out_channels=8,
                              num_outs=2, upsample_cfg=dict(type='CARAFE', **up)))
 
 
 def _seg_head(kind, **up):
-    import fade_mm.seg  # noqa: F401
     from mmseg.registry import MODELS
+
+    import fade_mm.seg  # noqa: F401
     return MODELS.build(dict(type=kind, in_channels=[8, 16, 32, 64], in_index=[0, 1, 2, 3],
                              channels=8, num_classes=3, norm_cfg=dict(type='BN'),
                              align_corners=False, upsample_cfg=dict(type='CARAFE', **up)))
@@ -296,8 +298,7 @@ def test_biou_ratio_bounds_accepted():
 
 
 def test_biou_empty_results_raise_a_clear_error():
-    from fade_mm.seg.biou_metric import (BoundaryIoUMetric, IoUBoundaryMetric,
-                                         reduce_boundary_iou)
+    from fade_mm.seg.biou_metric import BoundaryIoUMetric, IoUBoundaryMetric, reduce_boundary_iou
     metric = BoundaryIoUMetric()
     metric.dataset_meta = dict(classes=('a', 'b'))
     with pytest.raises(ValueError, match='BoundaryIoUMetric: no results to compute bIoU'):

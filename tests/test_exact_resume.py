@@ -84,9 +84,10 @@ def toy_runner(work_dir: str, by_epoch: bool, length: int, rng_hook: dict = None
     iterations (checkpoint every ``interval``, validation every ``val_interval``, by default
     ``interval``). ``rng_hook``: the RNGStateHook config, None for none; ``extra_hooks``: more
     custom hooks. ``kwargs``: Runner arguments (``resume``, ``load_from``)."""
+    from mmengine.runner import Runner
+
     import fade_mm.engine  # noqa: F401  (registers the hooks)
     from fade_mm.compat import install_safe_checkpoint_loading
-    from mmengine.runner import Runner
 
     install_safe_checkpoint_loading()  # runner checkpoints under torch's weights_only default
     ToyModel, ToyData, ToyMetric = _toy_classes()

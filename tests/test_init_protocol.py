@@ -69,8 +69,9 @@ def test_init_is_the_papers_without_mmengine():
 
 # -------------------------------------------------------------- necks and heads
 def _fpn(upsample_cfg, **kwargs):
-    import fade_mm.det  # noqa: F401
     from mmdet.registry import MODELS
+
+    import fade_mm.det  # noqa: F401
     with DefaultScope.overwrite_default_scope('mmdet'):
         return MODELS.build(dict(type='UpsamplerFPN', in_channels=[8, 16, 32],
                                  out_channels=8, num_outs=4, upsample_cfg=upsample_cfg,
@@ -78,16 +79,18 @@ def _fpn(upsample_cfg, **kwargs):
 
 
 def _pafpn(kind, upsample_cfg, **kwargs):
-    import fade_mm.det  # noqa: F401
     from mmdet.registry import MODELS
+
+    import fade_mm.det  # noqa: F401
     with DefaultScope.overwrite_default_scope('mmdet'):
         return MODELS.build(dict(type=kind, in_channels=[8, 8, 8], out_channels=8,
                                  num_csp_blocks=1, upsample_cfg=upsample_cfg, **kwargs))
 
 
 def _head(kind, upsample_cfg, **kwargs):
-    import fade_mm.seg  # noqa: F401
     from mmseg.registry import MODELS
+
+    import fade_mm.seg  # noqa: F401
     with DefaultScope.overwrite_default_scope('mmseg'):
         return MODELS.build(dict(type=kind, in_channels=[8, 8, 8, 8], in_index=[0, 1, 2, 3],
                                  channels=8, num_classes=3, norm_cfg=dict(type='BN'),

@@ -32,8 +32,8 @@ def test_build_under_scope(scope, name, count):
 
 def test_mmcv_upsamplers_untouched():
     import mmcv.ops  # noqa: F401  registers mmcv's 'carafe'
-    from mmcv.cnn import build_upsample_layer
     import torch.nn as nn
+    from mmcv.cnn import build_upsample_layer
     assert isinstance(build_upsample_layer(dict(type='nearest', scale_factor=2)), nn.Upsample)
     assert isinstance(build_upsample_layer(dict(type='deconv', in_channels=4, out_channels=4,
                                                 kernel_size=2, stride=2)), nn.ConvTranspose2d)

@@ -10,9 +10,13 @@ import cv2
 import numpy as np
 import pytest
 
-from fade_mm.datasets.synthetic_seg import (ADE20K_HEAD_CLASSES, class_roles,
-                                            make_synthetic_ade, synthetic_seg_classes,
-                                            synthetic_seg_palette)
+from fade_mm.datasets.synthetic_seg import (
+    ADE20K_HEAD_CLASSES,
+    class_roles,
+    make_synthetic_ade,
+    synthetic_seg_classes,
+    synthetic_seg_palette,
+)
 
 SMALL = dict(num_train=6, num_val=2, image_size=((64, 81), (64, 97)))
 

@@ -9,8 +9,12 @@ import numpy as np
 import pytest
 import torch
 
-from fade_mm.datasets import (STUFF_CLASSES, make_synthetic_coco, make_synthetic_coco_panoptic,
-                              panopticapi_fallback)
+from fade_mm.datasets import (
+    STUFF_CLASSES,
+    make_synthetic_coco,
+    make_synthetic_coco_panoptic,
+    panopticapi_fallback,
+)
 from fade_mm.datasets.synthetic_pan import main as pan_main
 
 SMALL = dict(num_train=4, num_val=3, image_size=((64, 96), (64, 96)))

@@ -117,6 +117,7 @@ def test_help_says_checkpoints_must_be_trusted(capsys):
 
 def test_adapt_to_cpu_switches_to_gloo_and_cpu_ddp():
     from mmengine.config import Config
+
     from fade_mm.compat import adapt_to_cpu
     cfg = Config(dict(launcher='pytorch', env_cfg=dict(dist_cfg=dict(backend='nccl')),
                       model=dict(type='M', head=dict(norm_cfg=dict(type='SyncBN')),

@@ -49,6 +49,7 @@ part, and ``--json PATH`` writes all figures (with the settings and the load) fo
 from __future__ import annotations
 
 import argparse
+import functools
 import inspect
 import json
 import os
@@ -67,8 +68,7 @@ import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
 from fade_mm.ops import carafe  # noqa: E402
-from fade_mm.profiling import (allocation_profile, count_ops, median_time,  # noqa: E402
-                               peak_rss_mb, rss_mb)
+from fade_mm.profiling import allocation_profile, count_ops, median_time, peak_rss_mb, rss_mb  # noqa: E402
 
 #: Targets from the issue (quiet and one-busy-process speed-ups over the naive reference,
 #: export path against training path, training path peak memory against the reference).
@@ -590,7 +590,7 @@ def _cuda_modules(b, c, n, s, repeats):
                                        align_corners=False)
         else:
             mod = mod.cuda()
-            fn = (lambda mod=mod: mod(x, guide))
+            fn = functools.partial(mod, x, guide)
         row = {}
         for label, dtype in (('fp32', None), ('fp16', torch.float16), ('bf16', torch.bfloat16)):
             def step(fn=fn, dtype=dtype):

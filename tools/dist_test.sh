@@ -4,7 +4,8 @@
 # GPUS is the number of processes on this node (without CUDA: CPU processes on gloo).
 # `python -m torch.distributed.run` is torchrun (same entry point) with the chosen $PYTHON.
 # Multi-node: NNODES, NODE_RANK, MASTER_ADDR and PORT as in mmdet's script.
-# CHECKPOINT must be a trusted local file: runner checkpoints are unpickled in full.
+# CHECKPOINT loads weights-only (fade_mm's allow-list of runner-checkpoint globals); a
+# trusted file that needs more: add --trust-checkpoint.
 set -euo pipefail
 
 if [ "$#" -lt 3 ]; then

@@ -27,8 +27,12 @@ __all__ = ['SHAPE_CLASSES', 'SHAPE_PALETTE', 'make_synthetic_coco', 'synthetic_d
 
 if TYPE_CHECKING:  # static analysers see ordinary imports
     from ._common import SyntheticDataError, ensure_synthetic, verify_synthetic
-    from .synthetic_det import (SHAPE_CLASSES, SHAPE_PALETTE, make_synthetic_coco,
-                                synthetic_det_classes)
+    from .synthetic_det import (
+        SHAPE_CLASSES,
+        SHAPE_PALETTE,
+        make_synthetic_coco,
+        synthetic_det_classes,
+    )
     from .synthetic_pan import STUFF_CLASSES, make_synthetic_coco_panoptic
     from .synthetic_seg import make_synthetic_ade
 

@@ -45,8 +45,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 import cv2
 import numpy as np
 
-from ._common import (MANIFEST, ImageSize, generate_atomic, normalise_size, parse_size,
-                      write_bytes)
+from ._common import MANIFEST, ImageSize, generate_atomic, normalise_size, parse_size, write_bytes
 
 __all__ = ['SHAPE_CLASSES', 'SHAPE_PALETTE', 'synthetic_det_classes', 'make_synthetic_coco']
 

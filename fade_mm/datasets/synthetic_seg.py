@@ -53,8 +53,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 import cv2
 import numpy as np
 
-from ._common import (MANIFEST, ImageSize, generate_atomic, normalise_size, parse_size,
-                      write_bytes)
+from ._common import MANIFEST, ImageSize, generate_atomic, normalise_size, parse_size, write_bytes
 
 __all__ = ['ADE20K_HEAD_CLASSES', 'synthetic_seg_classes', 'class_roles',
            'synthetic_seg_palette', 'make_synthetic_ade']

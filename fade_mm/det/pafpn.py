@@ -20,7 +20,7 @@ from __future__ import annotations
 from typing import Tuple
 
 import torch
-from mmdet.models.necks import CSPNeXtPAFPN, YOLOXPAFPN
+from mmdet.models.necks import YOLOXPAFPN, CSPNeXtPAFPN
 from mmdet.registry import MODELS
 from mmengine.model import ModuleList
 from torch import Tensor

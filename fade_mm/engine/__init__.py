@@ -14,8 +14,12 @@ Enable from a config::
     default_hooks = dict(checkpoint=dict(type='SafeCheckpointHook'))
     custom_hooks = [dict(type='RNGStateHook')]
 """
-from .checkpoint_hook import (SafeCheckpointHook, atomic_write_text, is_intact_checkpoint,
-                              upsampler_types_in_config)
+from .checkpoint_hook import (
+                              SafeCheckpointHook,
+                              atomic_write_text,
+                              is_intact_checkpoint,
+                              upsampler_types_in_config,
+)
 from .rng_state_hook import RNGStateHook, get_rng_states, set_rng_states
 
 __all__ = ['RNGStateHook', 'SafeCheckpointHook', 'atomic_write_text', 'get_rng_states',

@@ -42,7 +42,8 @@ from mmseg.evaluation.metrics import IoUMetric
 from mmseg.registry import METRICS
 from torch import Tensor
 
-__all__ = ['BoundaryIoUMetric', 'IoUBoundaryMetric', 'reduce_boundary_iou', 'boundary_width', 'erode', 'mask_boundary', 'label_boundary']
+__all__ = ['BoundaryIoUMetric', 'IoUBoundaryMetric', 'reduce_boundary_iou', 'boundary_width',
+           'erode', 'mask_boundary', 'label_boundary']
 
 
 def _check_ratio(owner: str, name: str, ratio) -> float:

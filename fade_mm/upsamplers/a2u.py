@@ -15,8 +15,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 
-from ..ops import carafe, graph_capture
 from .._checks import check_choice, check_feature, check_int, guided_output_size
+from ..ops import carafe, graph_capture
 from ._common import Upsampler, crop, empty_batch, mmcv_cuda_allowed
 
 KERNEL_NORMS = ('sigmoid_softmax', 'softmax')

@@ -14,8 +14,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 
-from ..ops.carafe import carafe
 from .._checks import check_int, unguided_output_size
+from ..ops.carafe import carafe
 from ._common import Upsampler, crop, empty_batch, mmcv_cuda_allowed
 
 

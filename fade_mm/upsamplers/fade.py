@@ -15,10 +15,18 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 
-from ..ops import SEMI_SHIFT_IMPLS, carafe, graph_capture, semi_shift_conv
 from .._checks import check_choice, check_int, guided_output_size
-from ._common import (Upsampler, check_bool, checkpointed, compiling, crop, empty_batch,
-                      mmcv_cuda_allowed, up_crop)
+from ..ops import SEMI_SHIFT_IMPLS, carafe, graph_capture, semi_shift_conv
+from ._common import (
+    Upsampler,
+    check_bool,
+    checkpointed,
+    compiling,
+    crop,
+    empty_batch,
+    mmcv_cuda_allowed,
+    up_crop,
+)
 from .fade_ablation import KERNEL_GENERATORS, KERNEL_SOURCES, ablation_layers, ablation_logits
 
 FUSIONS = ('gate', 'skip', 'none')

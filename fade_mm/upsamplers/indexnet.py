@@ -15,8 +15,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 
-from ..ops import graph_capture
 from .._checks import check_choice, check_int, guided_output_size
+from ..ops import graph_capture
 from ._common import Upsampler, crop, empty_batch
 
 INDEX_MODES = ('holistic', 'o2o', 'm2o')

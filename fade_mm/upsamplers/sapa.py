@@ -16,8 +16,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 
-from ..ops import carafe, graph_capture, local_similarity
 from .._checks import check_choice, check_int, guided_output_size
+from ..ops import carafe, graph_capture, local_similarity
 from ._common import Upsampler, crop, empty_batch, mmcv_cuda_allowed
 
 VARIANTS = ('I', 'B', 'G')

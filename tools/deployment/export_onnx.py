@@ -168,7 +168,7 @@ class ExportableMultiheadAttention(nn.Module):
 
     def _projections(self):
         mha, e = self.mha, self.mha.embed_dim
-        if mha._qkv_same_embed_dim:
+        if mha.in_proj_weight is not None:  # one packed q/k/v projection
             weights = mha.in_proj_weight.split(e)
         else:
             weights = (mha.q_proj_weight, mha.k_proj_weight, mha.v_proj_weight)

@@ -28,8 +28,12 @@ REPO_ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 if REPO_ROOT not in sys.path:
     sys.path.insert(0, REPO_ROOT)  # run from a checkout without `pip install -e .` too
 
-from fade_mm.upsamplers.convert import (KINDS, convert_official_checkpoint,  # noqa: E402
-                                        detect_official_kind, find_official_modules)
+from fade_mm.upsamplers.convert import (  # noqa: E402
+    KINDS,
+    convert_official_checkpoint,
+    detect_official_kind,
+    find_official_modules,
+)
 
 WRAPPERS = ('state_dict', 'model')  # where checkpoints keep the model's weights
 KEPT = ('meta',)
