@@ -28,6 +28,8 @@ from typing import Dict, List
 import pytest
 import torch
 
+from runs import TIMEOUT, run_python, stock_tool
+
 pytest.importorskip('mmdet')
 pytest.importorskip('mmseg')
 
@@ -35,7 +37,6 @@ ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 CONFIGS = osp.join(ROOT, 'configs')
 DEMO = osp.join(CONFIGS, 'demo')
 TOOLS = osp.join(ROOT, 'tools')
-TIMEOUT = 900
 
 UPSAMPLERS = {'nearest': 'NearestUpsample', 'bilinear': None, 'carafe': 'CARAFE',
               'fade': 'FADE', 'fade-lite': 'FADELite'}
@@ -240,15 +241,6 @@ def test_load_partial_sets_strict_keys_off():
 
 # ------------------------------------------------------------------ runs (slow, subprocesses)
 
-def _run(args: List[str], cwd: str) -> str:
-    env = dict(os.environ, OMP_NUM_THREADS='1', MKL_NUM_THREADS='1')
-    proc = subprocess.run([sys.executable, *args], cwd=cwd, env=env, stdout=subprocess.PIPE,
-                          stderr=subprocess.STDOUT, text=True, timeout=TIMEOUT)
-    if proc.returncode != 0:
-        pytest.fail(f'{" ".join(args)} failed ({proc.returncode}):\n{proc.stdout[-6000:]}')
-    return proc.stdout
-
-
 def _val_scalars(work_dir: str) -> dict:
     """The last validation record of the run's scalars.json."""
     (path,) = glob.glob(osp.join(work_dir, '*', 'vis_data', 'scalars.json'))
@@ -256,14 +248,6 @@ def _val_scalars(work_dir: str) -> dict:
         records = [json.loads(line) for line in f if line.strip()]
     (val,) = [r for r in records if any('/' in k for k in r)]
     return val
-
-
-def _stock_tool(name: str) -> str:
-    import mmdet
-    path = osp.join(osp.dirname(mmdet.__file__), '.mim', 'tools', name)
-    if not osp.isfile(path):
-        pytest.skip(f'mmdet was installed without its .mim tools ({path})')
-    return path
 
 
 TINY = dict(num_train=4, num_val=2, image_size=((96, 128), (96, 128)), seed=0)
@@ -286,8 +270,9 @@ def test_mask_rcnn_fade_toy_trains_and_evaluates(tmp_path):
     data = str(tmp_path / 'det')
     make_synthetic_coco(data, **TINY)
     work = str(tmp_path / 'work')
-    _run([osp.join(TOOLS, 'train.py'), osp.join(DEMO, 'mask-rcnn_r18-tiny_fpn-fade_synthetic.py'),
-          '--synthetic', data, '--work-dir', work, *SHORT], cwd=str(tmp_path))
+    run_python([osp.join(TOOLS, 'train.py'),
+                osp.join(DEMO, 'mask-rcnn_r18-tiny_fpn-fade_synthetic.py'),
+                '--synthetic', data, '--work-dir', work, *SHORT], cwd=str(tmp_path))
     val = _val_scalars(work)
     _finite(val, ['coco/bbox_mAP', 'coco/bbox_mAP_50', 'coco/segm_mAP', 'coco/segm_mAP_50'])
     assert osp.isfile(osp.join(work, f'iter_{ITERS}.pth'))
@@ -300,9 +285,9 @@ def test_panoptic_fpn_fade_toy_trains_and_evaluates(tmp_path):
     data = str(tmp_path / 'pan')
     make_synthetic_coco_panoptic(data, **TINY)
     work = str(tmp_path / 'work')
-    _run([osp.join(TOOLS, 'train.py'),
-          osp.join(DEMO, 'panoptic-fpn_r18-tiny_fpn-fade_synthetic.py'),
-          '--synthetic', data, '--work-dir', work, *SHORT], cwd=str(tmp_path))
+    run_python([osp.join(TOOLS, 'train.py'),
+                osp.join(DEMO, 'panoptic-fpn_r18-tiny_fpn-fade_synthetic.py'),
+                '--synthetic', data, '--work-dir', work, *SHORT], cwd=str(tmp_path))
     val = _val_scalars(work)
     _finite(val, ['coco_panoptic/PQ', 'coco_panoptic/SQ', 'coco_panoptic/RQ',
                   'coco_panoptic/PQ_st'])
@@ -317,8 +302,9 @@ def test_rtmdet_fade_toy_trains_and_evaluates_with_the_stock_tool(tmp_path):
     from fade_mm.datasets import make_synthetic_coco
     make_synthetic_coco(str(tmp_path / 'data' / 'synthetic' / 'det'), **TINY)
     work = str(tmp_path / 'work')
-    _run([_stock_tool('train.py'), osp.join(DEMO, 'rtmdet_tiny-toy_pafpn-fade_synthetic.py'),
-          '--work-dir', work, *SHORT], cwd=str(tmp_path))
+    run_python([stock_tool('mmdet', 'train.py'),
+                osp.join(DEMO, 'rtmdet_tiny-toy_pafpn-fade_synthetic.py'),
+                '--work-dir', work, *SHORT], cwd=str(tmp_path))
     val = _val_scalars(work)
     _finite(val, ['coco/bbox_mAP', 'coco/bbox_mAP_50', 'coco/bbox_mAP_75'])
     assert osp.isfile(osp.join(work, f'iter_{ITERS}.pth'))
@@ -351,7 +337,7 @@ def test_test_tool_load_partial_loads_another_upsamplers_checkpoint(tmp_path):
     assert line.startswith('test.py: error: The checkpoint does not fit the model outside '
                            'its backbone'), line
 
-    _run([*args, '--work-dir', 'partial', '--load-partial'], cwd=str(tmp_path))
+    run_python([*args, '--work-dir', 'partial', '--load-partial'], cwd=str(tmp_path))
     (path,) = [p for p in glob.glob(str(tmp_path / 'partial' / '*' / '*.json'))
                if osp.basename(p)[:-5] == osp.basename(osp.dirname(p))]
     with open(path) as f:

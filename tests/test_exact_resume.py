@@ -12,11 +12,8 @@ shipped demo configs with the STOCK mmseg / mmdet ``tools/train.py`` in subproce
 """
 from __future__ import annotations
 
-import os
 import os.path as osp
 import random
-import subprocess
-import sys
 import uuid
 from typing import List
 
@@ -26,11 +23,12 @@ import torch
 import torch.nn as nn
 from torch.utils.data import Dataset
 
+from runs import run_python, stock_tool
+
 pytestmark = pytest.mark.threads
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 DEMO = osp.join(ROOT, 'configs', 'demo')
-TIMEOUT = 900
 
 
 # ---------------------------------------------------------------- toy model, in-process
@@ -197,24 +195,6 @@ def test_rng_states_round_trip_and_load_weights_only(tmp_path):
 
 
 # ---------------------------------------------------------------- stock tools, demo configs
-def _stock_tool(package: str, name: str) -> str:
-    mod = __import__(package)
-    path = osp.join(osp.dirname(mod.__file__), '.mim', 'tools', name)
-    if not osp.isfile(path):
-        pytest.skip(f'{package} was installed without its .mim tools ({path})')
-    return path
-
-
-def _run(args: List[str], cwd: str) -> str:
-    # one thread per process: the same floating-point reduction order in every run
-    env = dict(os.environ, OMP_NUM_THREADS='1', MKL_NUM_THREADS='1')
-    proc = subprocess.run([sys.executable, *args], cwd=cwd, env=env, stdout=subprocess.PIPE,
-                          stderr=subprocess.STDOUT, text=True, timeout=TIMEOUT)
-    if proc.returncode != 0:
-        pytest.fail(f'{" ".join(args)} failed ({proc.returncode}):\n{proc.stdout[-6000:]}')
-    return proc.stdout
-
-
 def _config(cwd: str, base: str, name: str, custom_hooks: str) -> str:
     """A config inheriting a demo config with other ``custom_hooks`` (no visualisation)."""
     path = osp.join(cwd, name)
@@ -239,12 +219,12 @@ def _same_training_state(a: dict, b: dict) -> bool:
 def _interrupt_and_resume(train: str, cfg: str, cwd: str, opts: List[str]) -> str:
     """Uninterrupted to 6, and stopped at 4 then ``--resume``d to 6; returns the work dir
     of the interrupted run (``straight`` holds the other)."""
-    _run([train, cfg, '--work-dir', 'straight', '--cfg-options', 'train_cfg.max_iters=6',
-          *opts], cwd)
-    _run([train, cfg, '--work-dir', 'resumed', '--cfg-options', 'train_cfg.max_iters=4',
-          *opts], cwd)
-    log = _run([train, cfg, '--work-dir', 'resumed', '--resume', '--cfg-options',
-                'train_cfg.max_iters=6', *opts], cwd)
+    run_python([train, cfg, '--work-dir', 'straight', '--cfg-options', 'train_cfg.max_iters=6',
+                *opts], cwd)
+    run_python([train, cfg, '--work-dir', 'resumed', '--cfg-options', 'train_cfg.max_iters=4',
+                *opts], cwd)
+    log = run_python([train, cfg, '--work-dir', 'resumed', '--resume', '--cfg-options',
+                      'train_cfg.max_iters=6', *opts], cwd)
     assert 'resumed epoch: 0, iter: 4' in log
     assert 'RNGStateHook: restored the RNG states of iteration 4' in log
     return osp.join(cwd, 'resumed')
@@ -265,7 +245,7 @@ def test_stock_mmseg_demo_resume_is_exact(tmp_path):
     cwd = str(tmp_path)
     make_synthetic_ade(osp.join(cwd, 'data', 'synthetic', 'seg'), num_train=6, num_val=2,
                        seed=0)
-    train = _stock_tool('mmseg', 'train.py')
+    train = stock_tool('mmseg', 'train.py')
     base = 'segformer-head_r18-tiny_fade_synthetic.py'
     cfg = _config(cwd, base, 'with_hook.py', "[dict(type='RNGStateHook')]")
     resumed = _interrupt_and_resume(train, cfg, cwd, STOCK_OPTS)
@@ -273,9 +253,9 @@ def test_stock_mmseg_demo_resume_is_exact(tmp_path):
     assert _same_training_state(straight, _load(osp.join(resumed, 'iter_6.pth')))
 
     plain = _config(cwd, base, 'without_hook.py', '[]')
-    _run([train, plain, '--work-dir', 'plain', '--resume', '--cfg-options',
-          f'load_from={osp.join(resumed, "iter_4.pth")}', 'train_cfg.max_iters=6', *STOCK_OPTS],
-         cwd)
+    run_python([train, plain, '--work-dir', 'plain', '--resume', '--cfg-options',
+                f'load_from={osp.join(resumed, "iter_4.pth")}', 'train_cfg.max_iters=6',
+                *STOCK_OPTS], cwd)
     assert not _same_training_state(straight, _load(osp.join(cwd, 'plain', 'iter_6.pth')))
 
 
@@ -289,7 +269,7 @@ def test_stock_mmdet_demo_resume_is_exact(tmp_path):
     cwd = str(tmp_path)
     make_synthetic_coco(osp.join(cwd, 'data', 'synthetic', 'det'), num_train=4, num_val=2,
                         image_size=((96, 128), (96, 128)), seed=0)
-    train = _stock_tool('mmdet', 'train.py')
+    train = stock_tool('mmdet', 'train.py')
     cfg = _config(cwd, 'faster-rcnn_r18-tiny_fpn-fade_synthetic.py', 'with_hook.py',
                   "[dict(type='RNGStateHook')]")
     resumed = _interrupt_and_resume(train, cfg, cwd, STOCK_OPTS)

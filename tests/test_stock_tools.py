@@ -15,42 +15,20 @@ from __future__ import annotations
 
 import glob
 import json
-import os
 import os.path as osp
-import subprocess
-import sys
-from typing import List
 
 import pytest
+
+from runs import run_python, stock_tool
 
 pytestmark = [pytest.mark.threads, pytest.mark.slow]
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 SEG_CFG = osp.join(ROOT, 'configs', 'demo', 'segformer-head_r18-tiny_fade_synthetic.py')
 DET_CFG = osp.join(ROOT, 'configs', 'demo', 'faster-rcnn_r18-tiny_fpn-fade_synthetic.py')
-TIMEOUT = 900
 # short runs; no visualisation hook (it only draws pictures)
 COMMON = ['custom_hooks=[]', 'default_hooks.logger.interval=1',
           'default_hooks.checkpoint.interval=1', 'train_dataloader.batch_size=2']
-
-
-def _stock_tool(package: str, name: str) -> str:
-    mod = __import__(package)
-    path = osp.join(osp.dirname(mod.__file__), '.mim', 'tools', name)
-    if not osp.isfile(path):
-        pytest.skip(f'{package} was installed without its .mim tools ({path})')
-    return path
-
-
-def _run(args: List[str], cwd: str) -> str:
-    env = dict(os.environ, OMP_NUM_THREADS='1', MKL_NUM_THREADS='1')
-    for var in ('TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD', 'TORCH_FORCE_WEIGHTS_ONLY_LOAD'):
-        env.pop(var, None)  # torch's defaults, as a user has them
-    proc = subprocess.run([sys.executable, *args], cwd=cwd, env=env, stdout=subprocess.PIPE,
-                          stderr=subprocess.STDOUT, text=True, timeout=TIMEOUT)
-    if proc.returncode != 0:
-        pytest.fail(f'{" ".join(args)} failed ({proc.returncode}):\n{proc.stdout[-6000:]}')
-    return proc.stdout
 
 
 def _last_metrics(work_dir: str) -> dict:
@@ -66,30 +44,30 @@ def test_stock_mmseg_train_test_out_resume_load_from(tmp_path):
     cwd = str(tmp_path)
     make_synthetic_ade(osp.join(cwd, 'data', 'synthetic', 'seg'), num_train=6, num_val=2,
                        seed=0)
-    train, test = _stock_tool('mmseg', 'train.py'), _stock_tool('mmseg', 'test.py')
+    train, test = stock_tool('mmseg', 'train.py'), stock_tool('mmseg', 'test.py')
     work = osp.join(cwd, 'work')
     opts = COMMON + ['train_cfg.val_interval=2']
-    _run([train, SEG_CFG, '--work-dir', work, '--cfg-options', 'train_cfg.max_iters=2', *opts],
-         cwd)
+    run_python([train, SEG_CFG, '--work-dir', work, '--cfg-options', 'train_cfg.max_iters=2',
+                *opts], cwd)
     ckpt = osp.join(work, 'iter_2.pth')
     assert osp.isfile(ckpt)
 
     out_dir = osp.join(cwd, 'pred')
-    log = _run([test, SEG_CFG, ckpt, '--work-dir', osp.join(cwd, 'test'), '--out', out_dir],
-               cwd)
+    log = run_python([test, SEG_CFG, ckpt, '--work-dir', osp.join(cwd, 'test'), '--out', out_dir],
+                     cwd)
     assert 'Loads checkpoint by safe_local backend' in log
     metrics = _last_metrics(osp.join(cwd, 'test'))
     assert {'aAcc', 'mIoU', 'mAcc', 'bIoU'} <= set(metrics)
     assert 0 < metrics['mIoU'] <= 100 and 0 <= metrics['bIoU'] <= 100
     assert len(glob.glob(osp.join(out_dir, '*.png'))) == 2  # one prediction per val image
 
-    log = _run([train, SEG_CFG, '--work-dir', work, '--resume', '--cfg-options',
-                'train_cfg.max_iters=3', *opts], cwd)
+    log = run_python([train, SEG_CFG, '--work-dir', work, '--resume', '--cfg-options',
+                      'train_cfg.max_iters=3', *opts], cwd)
     assert 'resumed epoch: 0, iter: 2' in log
     assert osp.isfile(osp.join(work, 'iter_3.pth'))
 
-    log = _run([train, SEG_CFG, '--work-dir', osp.join(cwd, 'finetune'), '--cfg-options',
-                f'load_from={ckpt}', 'train_cfg.max_iters=1', *opts], cwd)
+    log = run_python([train, SEG_CFG, '--work-dir', osp.join(cwd, 'finetune'), '--cfg-options',
+                      f'load_from={ckpt}', 'train_cfg.max_iters=1', *opts], cwd)
     assert f'Load checkpoint from {ckpt}' in log
 
 
@@ -98,21 +76,22 @@ def test_stock_mmdet_train_test_resume(tmp_path):
     cwd = str(tmp_path)
     make_synthetic_coco(osp.join(cwd, 'data', 'synthetic', 'det'), num_train=4, num_val=2,
                         image_size=((96, 128), (96, 128)), seed=0)
-    train, test = _stock_tool('mmdet', 'train.py'), _stock_tool('mmdet', 'test.py')
+    train, test = stock_tool('mmdet', 'train.py'), stock_tool('mmdet', 'test.py')
     work = osp.join(cwd, 'work')
     opts = COMMON + ['train_cfg.val_interval=2']
-    _run([train, DET_CFG, '--work-dir', work, '--cfg-options', 'train_cfg.max_iters=2', *opts],
-         cwd)
+    run_python([train, DET_CFG, '--work-dir', work, '--cfg-options', 'train_cfg.max_iters=2',
+                *opts], cwd)
     ckpt = osp.join(work, 'iter_2.pth')
     assert osp.isfile(ckpt)
 
     preds = osp.join(cwd, 'preds.pkl')
-    log = _run([test, DET_CFG, ckpt, '--work-dir', osp.join(cwd, 'test'), '--out', preds], cwd)
+    log = run_python([test, DET_CFG, ckpt, '--work-dir', osp.join(cwd, 'test'), '--out', preds],
+                     cwd)
     assert 'Loads checkpoint by safe_local backend' in log
     metrics = _last_metrics(osp.join(cwd, 'test'))
     assert 'coco/bbox_mAP' in metrics and osp.isfile(preds)
 
-    log = _run([train, DET_CFG, '--work-dir', work, '--resume', '--cfg-options',
-                'train_cfg.max_iters=3', *opts], cwd)
+    log = run_python([train, DET_CFG, '--work-dir', work, '--resume', '--cfg-options',
+                      'train_cfg.max_iters=3', *opts], cwd)
     assert 'resumed epoch: 0, iter: 2' in log
     assert osp.isfile(osp.join(work, 'iter_3.pth'))
