@@ -27,7 +27,8 @@ import pytest
 import torch
 import torch.nn as nn
 
-from test_exact_resume import _run, _stock_tool, toy_runner
+from runs import run_python, stock_tool
+from test_exact_resume import toy_runner
 
 pytestmark = pytest.mark.threads
 
@@ -330,7 +331,7 @@ def test_stock_mmseg_test_refuses_fade_checkpoint_for_carafe_config(tmp_path):
     ckpt = str(tmp_path / 'fade.pth')
     torch.save(dict(meta=dict(cfg=fade.pretty_text), state_dict=model.state_dict()), ckpt)
 
-    test = _stock_tool('mmseg', 'test.py')
+    test = stock_tool('mmseg', 'test.py')
     carafe = osp.join(DEMO, 'segformer-head_r18-tiny_carafe_synthetic.py')
     env = dict(os.environ, OMP_NUM_THREADS='1', MKL_NUM_THREADS='1')
     proc = subprocess.run([sys.executable, test, carafe, ckpt, '--work-dir', 'refused'],
@@ -340,5 +341,5 @@ def test_stock_mmseg_test_refuses_fade_checkpoint_for_carafe_config(tmp_path):
     assert 'Upsamplers of the model: CARAFE; of the checkpoint: FADE' in proc.stdout
     assert 'decode_head.upsamplers.0.' in proc.stdout
 
-    _run([test, carafe, ckpt, '--work-dir', 'partial', '--cfg-options',
-          'default_hooks.checkpoint.strict_keys=False'], cwd)
+    run_python([test, carafe, ckpt, '--work-dir', 'partial', '--cfg-options',
+                'default_hooks.checkpoint.strict_keys=False'], cwd)
