@@ -387,10 +387,8 @@ def to_json(res: Complexity, base: Optional[Complexity] = None) -> Dict[str, Any
 
 
 def write_json(path: str, data: Any) -> None:
-    """Writes ``data`` to ``path`` atomically (a reader never sees half a file)."""
+    """Writes ``data`` to ``path`` atomically (a reader never sees half a file), as the
+    checkpoint hook writes ``last_checkpoint``."""
+    from .engine import atomic_write_text  # imports mmengine
     os.makedirs(osp.dirname(osp.abspath(path)), exist_ok=True)
-    tmp = f'{path}.tmp{os.getpid()}'
-    with open(tmp, 'w', encoding='utf-8') as f:
-        json.dump(data, f, indent=1)
-        f.write('\n')
-    os.replace(tmp, path)
+    atomic_write_text(path, json.dumps(data, indent=1) + '\n')
